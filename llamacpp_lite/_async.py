@@ -1,0 +1,243 @@
+"""The async shim: the synchronous model, run in worker threads, behind the Strands `Model` interface.
+
+No logic of its own: every method delegates to `LlamaCppModel`. What this module adds is how
+the work crosses threads:
+
+* each stream runs in its own thread (not the event loop's default executor, which has only
+  `min(32, cpu_count + 4)` workers), so any number of streams progress at once;
+* events are handed over in batches with one loop wake-up per batch, and the buffer is bounded
+  so a slow consumer holds the producer back instead of growing memory;
+* closing the async generator (`aclose()`, leaving `async for`, cancelling the task) aborts the
+  HTTP read in the worker, so llama-server cancels the generation and frees the slot;
+* an exception raised in the worker is re-raised in the awaiting task unchanged, traceback included.
+
+Nothing is bound to an event loop at construction, so an Agent that makes a new loop for every
+invocation works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence, TypeVar
+
+from ._model import LlamaCppModel
+
+__all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
+
+T = TypeVar("T")
+
+_MAX_BUFFERED = 512  # events a worker may run ahead of its consumer
+
+
+class _End:
+    """The last item a worker hands over: how its iterator ended."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class _Handover:
+    """A bounded hand-over of items from one worker thread to one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Condition()
+        self._items: collections.deque = collections.deque()
+        self._ready = asyncio.Event()
+        self._wake_scheduled = False
+        self.cancelled = False
+
+    def put(self, item: Any) -> bool:
+        """Worker side: queue an item, waiting while the buffer is full. False once cancelled."""
+        with self._lock:
+            while len(self._items) >= _MAX_BUFFERED and not self.cancelled:
+                self._lock.wait()
+            if self.cancelled:
+                return False
+            self._items.append(item)
+            wake = not self._wake_scheduled
+            self._wake_scheduled = True
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                self.cancel()
+                return False
+        return True
+
+    async def take(self) -> list:
+        """Loop side: wait for items and take all of them."""
+        await self._ready.wait()
+        with self._lock:
+            self._ready.clear()
+            self._wake_scheduled = False
+            items = list(self._items)
+            self._items.clear()
+            self._lock.notify()
+        return items
+
+    def cancel(self) -> None:
+        """Loop side: stop accepting items and release a waiting worker."""
+        with self._lock:
+            self.cancelled = True
+            self._lock.notify()
+
+
+def _pump(iterator: Iterator[Any], handover: _Handover) -> None:
+    """Worker thread: move every item of `iterator` into `handover`, then an end marker."""
+    outcome: BaseException | None = None
+    try:
+        for item in iterator:
+            if not handover.put(item):
+                break
+    except BaseException as exc:  # handed to the awaiting task, which re-raises it
+        outcome = exc
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    handover.put(_End(outcome))
+
+
+async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """Iterate a blocking iterator in a thread of its own and yield its items.
+
+    Args:
+        iterator: The iterator; its `close()` is called in the worker when iteration ends,
+            and its `abort()` (if it has one) from the loop when the consumer stops early.
+
+    Yields:
+        The iterator's items, in order.
+    """
+    handover = _Handover(asyncio.get_running_loop())
+    worker = threading.Thread(target=_pump, args=(iterator, handover), name="llamacpp-lite-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            for item in await handover.take():
+                if type(item) is _End:
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+    finally:
+        if worker.is_alive():
+            handover.cancel()
+            abort = getattr(iterator, "abort", None)
+            if abort is not None:
+                abort()
+
+
+async def run_in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking call in a thread of its own and return its result (or raise its exception)."""
+    one_call = (function(*args, **kwargs) for _ in (None,))  # the call happens in the worker
+    async for result in aiter_in_thread(one_call):
+        return result
+    raise RuntimeError("unreachable: the call produced no result")  # pragma: no cover
+
+
+class AsyncLlamaCppModel:
+    """The Strands `Model` interface over `LlamaCppModel`: async generators, same arguments.
+
+    Example:
+        >>> model = AsyncLlamaCppModel("http://127.0.0.1:8080", params={"max_tokens": 64})
+        >>> model.config["model_id"], model.stateful
+        ('default', False)
+
+    Args:
+        *args: The arguments of `LlamaCppModel`.
+        model: An existing `LlamaCppModel` to wrap instead (then give no other arguments).
+        **kwargs: The keyword arguments of `LlamaCppModel`.
+    """
+
+    def __init__(self, *args: Any, model: LlamaCppModel | None = None, **kwargs: Any) -> None:
+        if model is not None and (args or kwargs):
+            raise TypeError("give either model= or the LlamaCppModel arguments, not both")
+        self.sync = model if model is not None else LlamaCppModel(*args, **kwargs)
+
+    @classmethod
+    def wrap(cls, model: LlamaCppModel) -> "AsyncLlamaCppModel":
+        """Return an async facade over an existing synchronous model (they share the session)."""
+        return cls(model=model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sync!r})"
+
+    @property
+    def stateful(self) -> bool:
+        """False: the server keeps no conversation; the Agent sends the whole history."""
+        return False
+
+    @property
+    def config(self) -> dict:
+        """The settings (Strands reads `config["model_id"]`)."""
+        return self.sync.get_config()
+
+    @property
+    def context_window_limit(self) -> int | None:
+        """See `LlamaCppModel.context_window_limit` (the server is asked once, blocking)."""
+        return self.sync.context_window_limit
+
+    def update_config(self, **model_config: Any) -> None:
+        """See `LlamaCppModel.update_config`."""
+        self.sync.update_config(**model_config)
+
+    def get_config(self) -> dict:
+        """See `LlamaCppModel.get_config`."""
+        return self.sync.get_config()
+
+    async def stream(
+        self,
+        messages: Any,
+        tool_specs: Sequence[Mapping[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        *,
+        tool_choice: Mapping[str, Any] | None = None,
+        system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
+        invocation_state: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[dict]:
+        """See `LlamaCppModel.stream`; yields the same events, asynchronously."""
+        events = self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice,
+                                  system_prompt_content=system_prompt_content, **kwargs)
+        async for event in aiter_in_thread(events):
+            yield event
+
+    async def structured_output(
+        self, output_model: Any, prompt: Any, system_prompt: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[dict]:
+        """See `LlamaCppModel.structured_output`; the last event is `{"output": obj}`."""
+        async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, **kwargs)):
+            yield event
+
+    async def count_tokens(
+        self,
+        messages: Any,
+        tool_specs: Sequence[Mapping[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """See `LlamaCppModel.count_tokens`."""
+        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content)
+
+    async def chat(self, *args: Any, **kwargs: Any) -> Any:
+        """See `LlamaCppModel.chat`."""
+        return await run_in_thread(self.sync.chat, *args, **kwargs)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.sync.close()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        self.sync.close()
+
+    async def __aenter__(self) -> "AsyncLlamaCppModel":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.sync.close()

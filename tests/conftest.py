@@ -1,0 +1,134 @@
+"""Shared fixtures: a clean environment, mocked HTTP for the unit layer, and real llama-servers.
+
+The real servers run the tiny model that `llamacpp_lite.testing.tiny_model` writes, once per
+session. With CI=true a missing llama-server binary fails the run; elsewhere the real-server
+tests are skipped with a loud reason.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Iterator
+
+import pytest
+import responses
+
+from llamacpp_lite import LlamaCppModel, ServerStartError
+from llamacpp_lite.server import LlamaServer, find_llama_server
+
+from tests.helpers import API_KEY, MOCK_URL
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove environment settings that would change how the client behaves."""
+    for name in ("LLAMACPP_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,llama.test")
+
+
+# -- unit layer -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mock_api() -> Iterator[responses.RequestsMock]:
+    """Mocked HTTP: every registered response must be requested."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def mock_model() -> Iterator[LlamaCppModel]:
+    """A model pointed at the mocked server, without retries (so mocks are hit once)."""
+    model = LlamaCppModel(MOCK_URL, retry=None)
+    yield model
+    model.close()
+
+
+# -- real llama-servers ---------------------------------------------------------------------
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> pathlib.Path:
+    """The llama-server binary; missing means failure in CI, a loud skip elsewhere."""
+    try:
+        return find_llama_server()
+    except ServerStartError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but no llama-server binary: {exc}", pytrace=False)
+        pytest.skip(f"REAL-SERVER TESTS SKIPPED: {exc}")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Where the tiny models are written, once per session."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_dir: pathlib.Path) -> pathlib.Path:
+    """The tiny chat model (ChatML, Hermes-style tool calls)."""
+    from llamacpp_lite.testing.tiny_model import write_tiny_model
+
+    return write_tiny_model(model_dir / "tiny-chat.gguf", variant="chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_reasoning_model(model_dir: pathlib.Path) -> pathlib.Path:
+    """The tiny model with a Qwen3-style template that handles <think>."""
+    from llamacpp_lite.testing.tiny_model import write_tiny_model
+
+    return write_tiny_model(model_dir / "tiny-reasoning.gguf", variant="reasoning")
+
+
+BASE_ARGS = ["-t", "2", "--no-webui"]
+
+
+def _serve(binary: pathlib.Path, model: pathlib.Path, *args: str) -> Iterator[LlamaServer]:
+    server = LlamaServer(model, binary=binary, extra_args=[*BASE_ARGS, *args])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The default server: 4 slots (the server's default), context 2048."""
+    yield from _serve(llama_server_binary, tiny_model)
+
+
+@pytest.fixture(scope="session")
+def small_ctx_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server with a 256-token context and one slot, for overflow tests."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "256", "-np", "1")
+
+
+@pytest.fixture(scope="session")
+def one_slot_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server with a single slot, for cancellation tests."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1")
+
+
+@pytest.fixture(scope="session")
+def auth_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server that requires the API key `API_KEY`."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "--api-key", API_KEY)
+
+
+@pytest.fixture(scope="session")
+def reasoning_server(llama_server_binary: pathlib.Path, tiny_reasoning_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server on the reasoning template (reasoning_content is split out)."""
+    yield from _serve(llama_server_binary, tiny_reasoning_model, "-c", "2048", "-np", "1")
+
+
+@pytest.fixture
+def real_model(real_server: LlamaServer) -> Iterator[LlamaCppModel]:
+    """A client of the default real server."""
+    with LlamaCppModel(real_server.base_url, timeout=(5, 60)) as model:
+        yield model
