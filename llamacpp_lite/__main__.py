@@ -1,11 +1,8 @@
-"""`python -m llamacpp_lite demo [--base-url URL]`: run the demo."""
+"""`python -m llamacpp_lite`: the `llamacpp-lite` command line (see `llamacpp_lite.cli`)."""
 
 import sys
 
-from .demo import main
+from .cli import main
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["demo"]:
-        args = args[1:]
-    sys.exit(main(args))
+    sys.exit(main())

@@ -182,6 +182,10 @@ class AsyncLlamaCppModel:
         """See `LlamaCppModel.context_window_limit` (the server is asked once, blocking)."""
         return self.sync.context_window_limit
 
+    def estimate_utilization(self, input_tokens: int) -> float:
+        """See `LlamaCppModel.estimate_utilization`."""
+        return self.sync.estimate_utilization(input_tokens)
+
     def update_config(self, **model_config: Any) -> None:
         """See `LlamaCppModel.update_config`."""
         self.sync.update_config(**model_config)

@@ -6,15 +6,21 @@ Everything here is pure and immutable: a call never changes the configuration it
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import warnings
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple, Union
+
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 from ._errors import InvalidRequestError, LlamaCppWarning
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_RETRY",
     "ModelConfig",
+    "RetryPolicy",
     "TimeoutValue",
     "UnsupportedParameterWarning",
     "normalize_params",
@@ -45,6 +51,43 @@ REMOVED_PARAMS: Mapping[str, str] = MappingProxyType(
 """Names that no llama-server reads: warned about once and not sent."""
 
 _warned: set = set()
+
+_NOTHING_RECEIVED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class RetryPolicy(Retry):
+    """urllib3's `Retry`, counting "closed before any response byte" as a connect error.
+
+    llama-server closes the connection after every streamed answer although it advertises
+    keep-alive, so a pooled connection can be dead by the time the next request is sent on it.
+    Such a request got no byte of answer (`RemoteDisconnected`, a reset, a broken pipe): it was
+    never processed, and sending it again is as safe as after a refused connection. Read
+    timeouts and failures after the first byte of an answer stay read errors (not retried by
+    `DEFAULT_RETRY`, whose `read` is 0).
+    """
+
+    def _is_connection_error(self, err: Exception) -> bool:
+        if isinstance(err, ProtocolError) and any(isinstance(arg, _NOTHING_RECEIVED) for arg in err.args):
+            return True
+        return super()._is_connection_error(err)
+
+
+DEFAULT_RETRY = RetryPolicy(
+    total=None,
+    connect=3,  # the request never reached the server (or got no answer byte): safe to send again
+    read=0,  # the server may have started work: never repeated
+    status=4,
+    other=0,
+    redirect=None,
+    allowed_methods=None,  # POST too: a connect failure or a 503 means nothing was processed
+    status_forcelist=(503,),  # "Loading model"
+    backoff_factor=0.25,
+    backoff_max=8.0,
+    backoff_jitter=0.25,
+    respect_retry_after_header=True,
+    raise_on_status=False,  # after the last try, the 503 itself is mapped (with the server's message)
+)
+"""Retry connect failures and 503 (model loading), with backoff 0.25 s x 2^n (cap 8 s) and jitter."""
 
 
 class UnsupportedParameterWarning(LlamaCppWarning):

@@ -297,28 +297,35 @@ def error_from_response(status_code: int, body_text: str) -> APIError:
 # The only place that catches requests' exceptions.
 
 
-def translate_requests_error(exc: Exception, *, streaming: bool = False) -> LlamaCppError:
+def translate_requests_error(
+    exc: Exception, *, streaming: bool = False, status_code: int | None = None
+) -> LlamaCppError:
     """Return the library exception for a `requests` (or urllib3) exception.
 
     Args:
         exc: The foreign exception.
         streaming: True while reading a stream whose first bytes already arrived: a broken
             connection then means a broken stream, not a failed connect.
+        status_code: The HTTP status of the stream being read, for the error's context.
 
     Returns:
         The most specific matching `LlamaCppError`.
     """
+    cause = _cause(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return ConnectTimeout(f"connect timeout: {exc}")
-    if isinstance(exc, requests.exceptions.ReadTimeout) or _wraps_read_timeout(exc):
+    if isinstance(exc, requests.exceptions.ReadTimeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
         return ReadTimeout(f"read timeout: the server sent nothing for too long ({exc})")
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return StreamError(f"the stream broke off: {exc}")
+        return StreamError(f"the stream broke off: {exc}", status_code=status_code)
     if isinstance(exc, urllib3.exceptions.HTTPError):  # raised by raw reads that requests does not wrap
-        return StreamError(f"the stream broke off: {exc}")
+        return StreamError(f"the stream broke off: {exc}", status_code=status_code)
     if isinstance(exc, requests.exceptions.ConnectionError):
         if streaming:
-            return StreamError(f"the connection broke during the stream: {exc}")
+            return StreamError(f"the connection broke during the stream: {exc}", status_code=status_code)
+        if isinstance(cause, urllib3.exceptions.ProtocolError):
+            # Connected, then closed or reset before any answer: the server may have the request.
+            return TransportError(f"the connection was closed before an answer arrived (not retried): {exc}")
         return ConnectError(f"cannot connect to the server: {exc}")
     if isinstance(
         exc,
@@ -335,21 +342,38 @@ def translate_requests_error(exc: Exception, *, streaming: bool = False) -> Llam
     return TransportError(f"HTTP transport error: {type(exc).__name__}: {exc}")
 
 
-def _wraps_read_timeout(exc: Exception) -> bool:
-    """Tell whether requests wrapped a urllib3 read timeout in a ConnectionError (mid-stream)."""
-    return isinstance(exc, requests.exceptions.ConnectionError) and any(
-        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
-    )
+def _cause(exc: Exception) -> Any:
+    """Return the urllib3 error a requests exception wraps, looking through `MaxRetryError`.
+
+    requests wraps urllib3 errors as its first argument; once retries are spent, urllib3 wraps
+    the last error in a `MaxRetryError` (so a read timeout can arrive as a ConnectionError).
+    """
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        cause = cause.reason
+    return cause
 
 
 @contextlib.contextmanager
-def mapped_errors(*, streaming: bool = False) -> Iterator[None]:
-    """Translate foreign exceptions raised in the block into library exceptions (`from exc`)."""
+def mapped_errors(*, streaming: bool = False, status_code: int | None = None) -> Iterator[None]:
+    """Translate foreign exceptions raised in the block into library exceptions (`from exc`).
+
+    Args:
+        streaming: True while reading a stream (see `translate_requests_error`).
+        status_code: The HTTP status of the stream being read, kept on a `StreamError`.
+    """
     try:
         yield
     except LlamaCppError:
         raise
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise translate_requests_error(exc, streaming=streaming) from exc
+        raise translate_requests_error(exc, streaming=streaming, status_code=status_code) from exc
     except UnicodeDecodeError as exc:
-        raise StreamError(f"the stream is not valid UTF-8: {exc}") from exc
+        around = exc.object[max(0, exc.start - 60) : exc.end + 60]
+        raise StreamError(
+            f"the stream is not valid UTF-8: {exc}", payload=repr(around), status_code=status_code
+        ) from exc
+    except OSError as exc:  # not wrapped by requests, e.g. a CA bundle that does not exist
+        if streaming:
+            raise StreamError(f"the connection broke during the stream: {exc}", status_code=status_code) from exc
+        raise ConnectError(f"cannot set up the connection: {exc}") from exc

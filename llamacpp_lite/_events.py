@@ -33,6 +33,7 @@ StreamEvent = dict  # one of the Strands StreamEvent shapes; see the module docs
 
 STOP_REASONS: Mapping[str, str] = {
     "stop": "end_turn",
+    "stop_sequence": "stop_sequence",  # not a server value: "stop" caused by a `stop` string
     "length": "max_tokens",
     "tool_calls": "tool_use",
 }
@@ -227,6 +228,10 @@ def translate_chunks(
                     logprobs.extend(choice["logprobs"].get("content") or ())
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
+                    # Present when the request asked for `verbose` (see _wire): names a stop string.
+                    verbose = chunk.get("__verbose")
+                    if verbose and verbose.get("stop_type") == "word" and finish_reason == "stop":
+                        finish_reason = "stop_sequence"
             elif type(choices) is not list:
                 raise TypeError("choices is not a list")
             if "usage" in chunk and chunk["usage"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -13,7 +14,7 @@ import requests.adapters
 from urllib3.util.retry import Retry
 
 from . import _sse, _wire
-from ._config import DEFAULT_BASE_URL, ModelConfig, normalize_params, normalize_timeout
+from ._config import DEFAULT_BASE_URL, DEFAULT_RETRY, ModelConfig, normalize_params, normalize_timeout
 from ._errors import (
     InvalidRequestError,
     LlamaCppError,
@@ -29,7 +30,7 @@ from ._events import translate_chunks
 from ._result import ChatResult, ServerProps, collect_result
 from ._structured import output_spec, parse_output
 
-__all__ = ["API_KEY_ENV", "DEFAULT_RETRY", "EventStream", "LlamaCppModel"]
+__all__ = ["AGENT_KWARGS", "API_KEY_ENV", "DEFAULT_RETRY", "EventStream", "LlamaCppModel"]
 
 logger = logging.getLogger("llamacpp_lite")
 
@@ -39,24 +40,11 @@ API_KEY_ENV = "LLAMACPP_API_KEY"
 DEFAULT_POOL_MAXSIZE = 64
 """Connections kept open per server: one per concurrent stream you expect."""
 
-DEFAULT_RETRY = Retry(
-    total=None,
-    connect=3,  # the request never reached the server: safe to send again
-    read=0,  # the server may have started work: never repeated
-    status=4,
-    other=0,
-    redirect=None,
-    allowed_methods=None,  # POST too: a connect failure or a 503 means nothing was processed
-    status_forcelist=(503,),  # "Loading model"
-    backoff_factor=0.25,
-    backoff_max=8.0,
-    backoff_jitter=0.25,
-    respect_retry_after_header=True,
-    raise_on_status=False,  # after the last try, the 503 itself is mapped (with the server's message)
+AGENT_KWARGS = frozenset(
+    {"invocation_state", "model_state", "agent_metadata", "dynamic_trailing_blocks", "structured_output_model"}
 )
-"""Retry connect failures and 503 (model loading), with backoff 0.25 s x 2^n (cap 8 s) and jitter."""
-
-_AGENT_ONLY_KWARGS = ("invocation_state", "model_state")
+"""Keyword arguments a Strands Agent passes to `stream()` that are not request fields: dropped."""
+_DEFAULT_CONTEXT_WINDOW = 200_000  # Strands' DEFAULT_CONTEXT_WINDOW_LIMIT
 _MEDIA_PART_MODALITY = {"image_url": "vision", "input_audio": "audio", "input_video": "video"}
 
 
@@ -141,9 +129,11 @@ class LlamaCppModel:
         self._session = requests.Session()
         self._session.verify = verify
         self._session.trust_env = True
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_maxsize, max_retries=retry if retry is not None else 0
-        )
+        if retry is None:
+            retry = DEFAULT_RETRY.new(connect=0, status=0)
+        elif isinstance(retry, int) and not isinstance(retry, bool):
+            retry = DEFAULT_RETRY.new(connect=retry, status=retry)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(headers or {})
@@ -199,6 +189,13 @@ class LlamaCppModel:
                 logger.debug("context size unknown: %s", exc)
         return self._server_n_ctx
 
+    def estimate_utilization(self, input_tokens: int) -> float:
+        """Return the fraction of the context window that `input_tokens` would use (Strands API).
+
+        Uses `context_window_limit`, or Strands' default of 200,000 when it is unknown.
+        """
+        return input_tokens / (self.context_window_limit or _DEFAULT_CONTEXT_WINDOW)
+
     # -- streaming ---------------------------------------------------------------------------
 
     def stream(
@@ -209,6 +206,7 @@ class LlamaCppModel:
         *,
         tool_choice: Mapping[str, Any] | None = None,
         system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
+        cancel_signal: threading.Event | None = None,
         **kwargs: Any,
     ) -> EventStream:
         """Stream an answer as Strands `StreamEvent` dicts.
@@ -223,8 +221,10 @@ class LlamaCppModel:
             system_prompt: A system prompt.
             tool_choice: `{"auto": {}}`, `{"any": {}}` or `{"tool": {"name": ...}}`.
             system_prompt_content: Strands system content blocks (win over `system_prompt`).
-            **kwargs: Request fields for this call only, over the configured params
-                (`invocation_state` and `model_state`, passed by Strands Agents, are ignored).
+            cancel_signal: A `threading.Event`; once set, the stream stops at the next event and
+                closes the connection (Strands Agents pass one).
+            **kwargs: Request fields for this call only, over the configured params. The other
+                arguments a Strands Agent passes (`AGENT_KWARGS`) are ignored.
 
         Returns:
             An iterator of events: messageStart, content blocks, messageStop, metadata.
@@ -233,11 +233,9 @@ class LlamaCppModel:
             InvalidRequestError: At once, for input that cannot be sent.
             LlamaCppError: While iterating: its subclasses per the error table in the README.
         """
-        for name in _AGENT_ONLY_KWARGS:
-            kwargs.pop(name, None)
         params = self._config.params
         if kwargs:
-            params = {**params, **normalize_params(kwargs)}
+            params = {**params, **normalize_params({k: v for k, v in kwargs.items() if k not in AGENT_KWARGS})}
         body = _wire.build_chat_request(
             messages,
             model_id=self._config.model_id,
@@ -247,16 +245,22 @@ class LlamaCppModel:
             system_prompt_content=system_prompt_content,
             tool_choice=tool_choice,
         )
-        return self._stream_body(body)
-
-    def _stream_body(self, body: Mapping[str, Any]) -> "EventStream":
         transport = _sse.ChunkStream(self._session, self._chat_url, body, timeout=self._timeout)
-        return EventStream(self._translate(transport, body), transport)
+        return EventStream(self._translate(transport, body, cancel_signal), transport)
 
-    def _translate(self, transport: _sse.ChunkStream, body: Mapping[str, Any]) -> Iterator[dict]:
+    def _translate(
+        self, transport: _sse.ChunkStream, body: Mapping[str, Any], cancel_signal: threading.Event | None
+    ) -> Iterator[dict]:
         chunks = iter(transport)
         try:
-            yield from translate_chunks(chunks, started=time.perf_counter())
+            events = translate_chunks(chunks, started=time.perf_counter())
+            if cancel_signal is None:
+                yield from events
+            else:
+                for event in events:
+                    if cancel_signal.is_set():
+                        return
+                    yield event
         except ServerError as exc:
             raise self._explain_missing_modality(body, exc) from exc
         finally:

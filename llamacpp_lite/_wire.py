@@ -272,6 +272,10 @@ def build_chat_request(
         "messages": format_messages(to_messages(messages), system_prompt, system_prompt_content),
     }
     body.update(params)
+    if params.get("stop") and "verbose" not in params:
+        # Only the final chunk of a verbose stream says whether a stop string ended the answer
+        # (`stop_type: "word"`), which becomes the stop reason `stop_sequence`.
+        body["verbose"] = True
     if tool_specs:
         if "grammar" in params:
             raise InvalidRequestError("tools cannot be combined with a custom grammar (llama-server refuses it)")

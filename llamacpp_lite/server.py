@@ -2,11 +2,12 @@
 
 Users with their own llama-server never need this module.
 
-Example:
-    >>> from llamacpp_lite.server import LlamaServer  # doctest: +SKIP
-    >>> with LlamaServer("model.gguf", extra_args=["-c", "2048"]) as server:  # doctest: +SKIP
-    ...     print(server.base_url)
-    http://127.0.0.1:41873
+Example::
+
+    from llamacpp_lite.server import LlamaServer
+
+    with LlamaServer("model.gguf", extra_args=["-c", "2048"]) as server:
+        print(server.base_url)  # http://127.0.0.1:<free port>
 
 The binary is found, in order: the `binary` argument; `$LLAMA_SERVER_BIN`; a build made by
 `scripts/install-llama-server.sh` in `$LLAMACPP_LITE_CACHE` (default `~/.cache/llamacpp-lite`);

@@ -142,3 +142,11 @@ def test_stream_without_finish_reason_raises():
 def test_tool_call_without_name_raises():
     with pytest.raises(StreamError, match="no function name"):
         translate([tool_chunk(0, "{}", tool_id="x", name=None), finish("tool_calls")])
+
+
+def test_a_stop_string_is_reported_as_stop_sequence():
+    chunks = text_chunks("x")
+    chunks[-2]["__verbose"] = {"stop_type": "word", "stopping_word": "y"}
+    assert translate(chunks)[-2] == {"messageStop": {"stopReason": "stop_sequence"}}
+    chunks[-2]["__verbose"] = {"stop_type": "eos", "stopping_word": ""}
+    assert translate(chunks)[-2] == {"messageStop": {"stopReason": "end_turn"}}

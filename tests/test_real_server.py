@@ -264,3 +264,11 @@ def test_structured_output_cut_short_says_so(real_model):
     with pytest.raises(lite.StructuredOutputError, match="cut short by max_tokens") as info:
         list(real_model.structured_output(Pet, "Describe a pet.", max_tokens=4))
     assert info.value.stop_reason == "max_tokens" and info.value.raw_text.startswith("{")
+
+
+def test_stop_string_gives_stop_sequence(real_model):
+    result = real_model.chat("hello", max_tokens=60, temperature=0, stop=["a", "e", "o", "t", " "])
+    assert result.stop_reason == "stop_sequence"
+    assert not any(c in result.text for c in "aeot ")
+    plain = real_model.chat("hello", max_tokens=120, temperature=0, stop=["never-appears"])
+    assert plain.stop_reason == "end_turn"

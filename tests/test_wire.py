@@ -134,3 +134,9 @@ def test_conflicting_options_fail_before_sending():
 def test_bad_messages_are_clear_errors(bad):
     with pytest.raises(InvalidRequestError):
         build(bad)
+
+
+def test_stop_strings_ask_for_the_verbose_final_chunk():
+    assert build("hi", params={"stop": ["x"]})["verbose"] is True
+    assert "verbose" not in build("hi", params={})
+    assert build("hi", params={"stop": ["x"], "verbose": False})["verbose"] is False
