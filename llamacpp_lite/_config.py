@@ -182,8 +182,11 @@ class ModelConfig:
             raise InvalidRequestError(f"unknown config keys: {sorted(unknown)}")
         if "params" in changes:
             changes["params"] = MappingProxyType(normalize_params(changes["params"]))
-        if not isinstance(changes.get("model_id", "x"), str):
-            raise InvalidRequestError("model_id must be a string")
+        if "model_id" in changes and not isinstance(changes["model_id"], str):
+            raise InvalidRequestError(f"model_id must be a string, got {changes['model_id']!r}")
+        limit = changes.get("context_window_limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+            raise InvalidRequestError(f"context_window_limit must be a positive int or None, got {limit!r}")
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:

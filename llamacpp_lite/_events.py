@@ -228,6 +228,8 @@ def translate_chunks(
                     logprobs.extend(choice["logprobs"].get("content") or ())
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
+                    if type(finish_reason) is not str:
+                        raise TypeError("finish_reason is not a string")
                     # Present when the request asked for `verbose` (see _wire): names a stop string.
                     verbose = chunk.get("__verbose")
                     if verbose and verbose.get("stop_type") == "word" and finish_reason == "stop":

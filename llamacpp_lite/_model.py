@@ -30,12 +30,15 @@ from ._events import translate_chunks
 from ._result import ChatResult, ServerProps, collect_result
 from ._structured import output_spec, parse_output
 
-__all__ = ["AGENT_KWARGS", "API_KEY_ENV", "DEFAULT_RETRY", "EventStream", "LlamaCppModel"]
+__all__ = ["AGENT_KWARGS", "API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_RETRY", "EventStream", "LlamaCppModel"]
 
 logger = logging.getLogger("llamacpp_lite")
 
 API_KEY_ENV = "LLAMACPP_API_KEY"
 """Environment variable read for the API key when none is passed."""
+
+BASE_URL_ENV = "LLAMACPP_BASE_URL"
+"""Environment variable read for the server's URL when none is passed."""
 
 DEFAULT_POOL_MAXSIZE = 64
 """Connections kept open per server: one per concurrent stream you expect."""
@@ -93,7 +96,8 @@ class LlamaCppModel:
         >>> model.close()
 
     Args:
-        base_url: The server's URL, with any path prefix of a proxy or `--api-prefix`.
+        base_url: The server's URL, with any path prefix of a proxy or `--api-prefix`; default
+            `$LLAMACPP_BASE_URL`, else `http://localhost:8080`.
         timeout: None for no timeout, seconds, or `(connect, read)` seconds. The read
             timeout is the longest gap allowed between two bytes, not a deadline for the
             whole answer; a busy server queues a request without sending a byte.
@@ -109,7 +113,7 @@ class LlamaCppModel:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         timeout: Any = None,
         *,
         api_key: str | None = None,
@@ -121,7 +125,7 @@ class LlamaCppModel:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         verify: bool | str = True,
     ) -> None:
-        self.base_url = _base_url(base_url)
+        self.base_url = _base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
         self._timeout = normalize_timeout(timeout)
         self._config = ModelConfig().updated(
             model_id=model_id, params=params, context_window_limit=context_window_limit
@@ -397,11 +401,21 @@ class LlamaCppModel:
         tool_specs: Sequence[Mapping[str, Any]] | None = None,
         system_prompt: str | None = None,
         system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        estimate: bool = True,
     ) -> int:
         """Count the prompt tokens of a request exactly: `/apply-template`, then `/tokenize`.
 
-        Falls back to an estimate (characters / 4) only when the server has no such endpoints
-        or cannot be reached; that is logged as a warning.
+        Args:
+            messages: Strands messages, or a string.
+            tool_specs: Tool specs (their definitions count too).
+            system_prompt: A system prompt.
+            system_prompt_content: Strands system content blocks.
+            estimate: When the server has no such endpoints or cannot be reached, return an
+                estimate (characters / 4, logged as a warning) instead of raising.
+
+        Raises:
+            NotSupportedError, TransportError: With `estimate=False`, when the server cannot count.
         """
         body = _wire.build_chat_request(
             messages,
@@ -415,6 +429,8 @@ class LlamaCppModel:
             prompt = self._post("/apply-template", body, "prompt")
             return len(self.tokenize(prompt))
         except (NotSupportedError, TransportError) as exc:
-            estimate = len(json.dumps(body["messages"]) + json.dumps(body.get("tools", []))) // 4
-            logger.warning("token count estimated (%d) because the server could not count: %s", estimate, exc)
-            return estimate
+            if not estimate:
+                raise
+            guess = len(json.dumps(body["messages"]) + json.dumps(body.get("tools", []))) // 4
+            logger.warning("token count estimated (%d) because the server could not count: %s", guess, exc)
+            return guess

@@ -8,18 +8,17 @@ meaning. With `--base-url` it talks to your own server instead.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
 import pathlib
 import sys
-from typing import Iterator, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 from ._model import LlamaCppModel
 from .server import LlamaServer
 
-__all__ = ["main", "run_demo"]
+__all__ = ["run_demo", "tiny_model_path"]
 
 ADD_TOOL = {
     "name": "add",
@@ -58,9 +57,15 @@ def _server_url(base_url: Optional[str], out: TextIO) -> Iterator[str]:
     print("stopped llama-server", file=out)
 
 
-def run_demo(base_url: Optional[str] = None, out: TextIO = sys.stdout) -> None:
+def run_demo(
+    base_url: Optional[str] = None,
+    out: TextIO = sys.stdout,
+    *,
+    api_key: Optional[str] = None,
+    timeout: Any = (5, 120),
+) -> None:
     """Run the demo against `base_url`, or against a managed server on the tiny model."""
-    with _server_url(base_url, out) as url, LlamaCppModel(url, timeout=(5, 120)) as model:
+    with _server_url(base_url, out) as url, LlamaCppModel(url, timeout=timeout, api_key=api_key) as model:
         props = model.props()
         print(f"server build {props.build_info}, context {props.n_ctx} tokens per slot, {props.total_slots} slots",
               file=out)
@@ -95,12 +100,3 @@ def run_demo(base_url: Optional[str] = None, out: TextIO = sys.stdout) -> None:
         print("\n3. structured output into a dataclass (JSON Schema enforced by the server):", file=out)
         *_, last = model.structured_output(Pet, "Describe a pet.", max_tokens=200, seed=1)
         print(f"   {last['output']!r}", file=out)
-
-
-def main(argv: Optional[list] = None) -> int:
-    """Command-line entry point of the demo."""
-    parser = argparse.ArgumentParser(prog="llamacpp-lite demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url", help="use this llama-server instead of starting one on the tiny model")
-    args = parser.parse_args(argv)
-    run_demo(args.base_url)
-    return 0

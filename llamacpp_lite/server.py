@@ -93,6 +93,7 @@ class LlamaServer:
         model: Path of a GGUF model file.
         binary: The llama-server binary (see `find_llama_server`).
         extra_args: More command-line arguments, passed through (e.g. `["-c", "256"]`).
+        port: The port to listen on; default: a free one.
         startup_timeout: Seconds to wait for `/health` to answer 200.
         stop_timeout: Seconds between terminate and kill when stopping.
         env: Extra environment variables for the process.
@@ -109,6 +110,7 @@ class LlamaServer:
         *,
         binary: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
+        port: int | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 5.0,
         env: Mapping[str, str] | None = None,
@@ -121,6 +123,7 @@ class LlamaServer:
         self._env = dict(env or {})
         self._process: subprocess.Popen | None = None
         self._log_dir: tempfile.TemporaryDirectory | None = None
+        self._fixed_port = port
         self.port: int | None = None
         self.base_url: str | None = None
         self.log_path: pathlib.Path | None = None
@@ -139,6 +142,11 @@ class LlamaServer:
     def pid(self) -> int | None:
         """The process id while running."""
         return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """None while the process runs (or before start); its exit code once it has exited."""
+        return self._process.poll() if self._process is not None else None
 
     def _check_model(self) -> None:
         try:
@@ -161,7 +169,7 @@ class LlamaServer:
         self._check_model()
         self._log_dir = tempfile.TemporaryDirectory(prefix="llamacpp-lite-server-")
         self.log_path = pathlib.Path(self._log_dir.name) / "llama-server.log"
-        self.port = _free_port()
+        self.port = self._fixed_port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, **self._env}
         bin_dir = str(self.binary.parent)

@@ -145,3 +145,13 @@ def test_timeout_forms(mock_api):
 def test_bad_base_url():
     with pytest.raises(lite.InvalidRequestError):
         LlamaCppModel("localhost:8080")
+
+
+@pytest.mark.parametrize("change", [{"model_id": 3}, {"context_window_limit": -1}, {"context_window_limit": "big"},
+                                    {"params": ["top_k"]}, {"temperature": 0.1}])
+def test_bad_config_is_refused_and_leaves_the_config_alone(change):
+    model = LlamaCppModel(MOCK_URL, params={"top_k": 2})
+    before = model.get_config()
+    with pytest.raises(lite.InvalidRequestError):
+        model.update_config(**change)
+    assert model.get_config() == before

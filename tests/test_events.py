@@ -127,6 +127,7 @@ def test_logprobs_are_collected_into_metadata():
     "text",
     {"choices": [{"delta": {"tool_calls": [{"index": "0", "function": {"name": "a"}}]}}]},
     {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": 7}}]}}]},
+    {"choices": [{"delta": {}, "finish_reason": ["stop"]}]},
 ])
 def test_malformed_chunks_raise_stream_error_with_the_payload(chunk):
     with pytest.raises(StreamError) as info:

@@ -235,6 +235,14 @@ def test_reasoning_block_comes_first_and_closes(reasoning_server):
     assert result.reasoning.isalpha() and result.text.isalpha() and "<think>" not in result.text
 
 
+def test_reasoning_without_a_grammar_and_switched_off(reasoning_server):
+    with LlamaCppModel(reasoning_server.base_url) as model:
+        thinking = model.chat("hello", max_tokens=100, seed=5)
+        plain = model.chat("hello", max_tokens=100, seed=5, chat_template_kwargs={"enable_thinking": False})
+    assert thinking.reasoning and thinking.text and thinking.stop_reason == "end_turn"
+    assert plain.reasoning == "" and plain.text and plain.stop_reason == "end_turn"
+
+
 # -- structured output ---------------------------------------------------------------------------
 
 
