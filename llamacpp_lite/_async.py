@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ._model import LlamaCppModel
@@ -29,6 +30,9 @@ __all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
 T = TypeVar("T")
 
 _MAX_BUFFERED = 512  # events a worker may run ahead of its consumer
+_BATCH = 64  # while events pour in, wake the loop once per this many ...
+_POLL_S = 0.002  # ... or after this long, whichever comes first
+_BURST_GAP_S = 0.0005  # items closer together than this count as pouring in
 
 
 class _End:
@@ -41,7 +45,14 @@ class _End:
 
 
 class _Handover:
-    """A bounded hand-over of items from one worker thread to one event loop."""
+    """A bounded hand-over of items from one worker thread to one event loop.
+
+    Waking the loop costs a system call and a task switch, more than translating an event.
+    Items that arrive one by one (a model generating at its own pace) wake the loop at once.
+    Items that pour in (a fast server, a backlog) are handed over in batches: the worker wakes
+    the loop once per `_BATCH` items, and the loop also collects every `_POLL_S` seconds, so an
+    item waits at most that long.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -49,36 +60,52 @@ class _Handover:
         self._items: collections.deque = collections.deque()
         self._ready = asyncio.Event()
         self._wake_scheduled = False
+        self._last_put = 0.0
+        self._pouring = False  # the latest item came within _BURST_GAP_S of the one before
+        self._polling = False  # the loop is waiting with a poll timer armed
         self.cancelled = False
 
-    def put(self, item: Any) -> bool:
+    def put(self, item: Any, *, last: bool = False) -> bool:
         """Worker side: queue an item, waiting while the buffer is full. False once cancelled."""
+        now = time.perf_counter()
         with self._lock:
             while len(self._items) >= _MAX_BUFFERED and not self.cancelled:
                 self._lock.wait()
             if self.cancelled:
                 return False
             self._items.append(item)
-            wake = not self._wake_scheduled
+            self._pouring = now - self._last_put < _BURST_GAP_S
+            self._last_put = now
+            if self._wake_scheduled or (self._polling and self._pouring and not last and len(self._items) < _BATCH):
+                return True  # a wake-up is on its way, or the loop's poll will collect the item
             self._wake_scheduled = True
-        if wake:
-            try:
-                self._loop.call_soon_threadsafe(self._ready.set)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                self.cancel()
-                return False
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancel()
+            return False
         return True
 
     async def take(self) -> list:
         """Loop side: wait for items and take all of them."""
-        await self._ready.wait()
-        with self._lock:
-            self._ready.clear()
-            self._wake_scheduled = False
-            items = list(self._items)
-            self._items.clear()
-            self._lock.notify()
-        return items
+        waited = False
+        while True:
+            with self._lock:
+                items = list(self._items)
+                self._items.clear()
+                self._lock.notify()
+                self._ready.clear()
+                self._wake_scheduled = False
+                self._polling = not items and self._pouring
+            if items:
+                if not waited:
+                    await asyncio.sleep(0)  # let other tasks run even while items pour in
+                return items
+            poll = self._loop.call_later(_POLL_S, self._ready.set) if self._polling else None
+            await self._ready.wait()
+            waited = True
+            if poll is not None:
+                poll.cancel()
 
     def cancel(self) -> None:
         """Loop side: stop accepting items and release a waiting worker."""
@@ -100,7 +127,7 @@ def _pump(iterator: Iterator[Any], handover: _Handover) -> None:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    handover.put(_End(outcome))
+    handover.put(_End(outcome), last=True)
 
 
 async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:

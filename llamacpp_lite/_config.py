@@ -11,7 +11,7 @@ import warnings
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple, Union
 
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import InvalidHeader, ProtocolError
 from urllib3.util.retry import Retry
 
 from ._errors import InvalidRequestError, LlamaCppWarning
@@ -60,11 +60,21 @@ class RetryPolicy(Retry):
 
     llama-server closes the connection after every streamed answer although it advertises
     keep-alive, so a pooled connection can be dead by the time the next request is sent on it.
-    Such a request got no byte of answer (`RemoteDisconnected`, a reset, a broken pipe): it was
-    never processed, and sending it again is as safe as after a refused connection. Read
-    timeouts and failures after the first byte of an answer stay read errors (not retried by
-    `DEFAULT_RETRY`, whose `read` is 0).
+    Such a request got no byte of answer (`RemoteDisconnected`, a reset, a broken pipe).
+    urllib3 cannot tell whether the server read it first, but llama-server cancels the work of
+    a client that disconnects, so sending it again is as safe as after a refused connection.
+    Read timeouts and failures after the first byte of an answer stay read errors (never
+    retried by `DEFAULT_RETRY`, whose `read` is 0). `Retry-After` is honoured up to
+    `backoff_max` seconds, and a garbled one is ignored.
     """
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        """Honour `Retry-After` up to `backoff_max` seconds; ignore a garbled one."""
+        try:
+            seconds = super().parse_retry_after(retry_after)
+        except InvalidHeader:
+            return 0.0  # neither seconds nor a date: back off as if there were no header
+        return min(seconds, self.backoff_max)
 
     def _is_connection_error(self, err: Exception) -> bool:
         if isinstance(err, ProtocolError) and any(isinstance(arg, _NOTHING_RECEIVED) for arg in err.args):

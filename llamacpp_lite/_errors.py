@@ -5,7 +5,7 @@ Only these exceptions leave the library::
     LlamaCppError                       root of everything raised here
     ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
     ├── TransportError                  the HTTP exchange itself failed
-    │   ├── ConnectError                no connection (refused, DNS, TLS, proxy)
+    │   ├── ConnectError                no connection (refused, DNS, TLS, proxy), or closed unanswered
     │   └── TimeoutException
     │       ├── ConnectTimeout          no connection within the connect timeout
     │       └── ReadTimeout             no byte within the read timeout
@@ -84,7 +84,12 @@ class TransportError(LlamaCppError):
 
 
 class ConnectError(TransportError):
-    """No connection to the server could be made; the request was not sent, so retrying is safe."""
+    """No connection could be made, or the server closed it before any byte of an answer.
+
+    Either way the request was not processed (llama-server cancels the work of a client that
+    disconnects), so retrying is safe. `DEFAULT_RETRY` has already retried refused, timed-out
+    and unanswered connections 3 times; TLS and proxy failures are not retried.
+    """
 
 
 class TimeoutException(TransportError):
@@ -314,7 +319,9 @@ def translate_requests_error(
     cause = _cause(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return ConnectTimeout(f"connect timeout: {exc}")
-    if isinstance(exc, requests.exceptions.ReadTimeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) or isinstance(
+        cause, urllib3.exceptions.ReadTimeoutError
+    ):
         return ReadTimeout(f"read timeout: the server sent nothing for too long ({exc})")
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return StreamError(f"the stream broke off: {exc}", status_code=status_code)
@@ -323,9 +330,8 @@ def translate_requests_error(
     if isinstance(exc, requests.exceptions.ConnectionError):
         if streaming:
             return StreamError(f"the connection broke during the stream: {exc}", status_code=status_code)
-        if isinstance(cause, urllib3.exceptions.ProtocolError):
-            # Connected, then closed or reset before any answer: the server may have the request.
-            return TransportError(f"the connection was closed before an answer arrived (not retried): {exc}")
+        if isinstance(cause, urllib3.exceptions.ProtocolError):  # connected, then closed or reset
+            return ConnectError(f"the server closed the connection without answering: {exc}")
         return ConnectError(f"cannot connect to the server: {exc}")
     if isinstance(
         exc,

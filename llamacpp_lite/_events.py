@@ -76,6 +76,12 @@ def message_stop(stop_reason: str) -> StreamEvent:
     return {"messageStop": {"stopReason": stop_reason}}
 
 
+def _count(counts: Mapping[str, Any], name: str) -> int | None:
+    """Return a token count from the server's usage or timings; None when absent or not an int."""
+    value = counts.get(name)
+    return value if type(value) is int else None
+
+
 def metadata(
     usage: Mapping[str, Any] | None,
     timings: Mapping[str, Any] | None,
@@ -89,16 +95,22 @@ def metadata(
     """
     usage = usage or {}
     timings = timings or {}
-    prompt = usage.get("prompt_tokens", timings.get("prompt_n", 0) + timings.get("cache_n", 0))
-    completion = usage.get("completion_tokens", timings.get("predicted_n", 0))
+    prompt = _count(usage, "prompt_tokens")
+    if prompt is None:
+        prompt = (_count(timings, "prompt_n") or 0) + (_count(timings, "cache_n") or 0)
+    completion = _count(usage, "completion_tokens")
+    if completion is None:
+        completion = _count(timings, "predicted_n") or 0
+    total = _count(usage, "total_tokens")
     strands_usage = {
         "inputTokens": prompt,
         "outputTokens": completion,
-        "totalTokens": usage.get("total_tokens", prompt + completion),
+        "totalTokens": prompt + completion if total is None else total,
     }
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, Mapping) and "cached_tokens" in details:
-        strands_usage["cacheReadInputTokens"] = details["cached_tokens"]
+    cached = _count(details, "cached_tokens") if isinstance(details, Mapping) else None
+    if cached is not None:
+        strands_usage["cacheReadInputTokens"] = cached
     metrics: dict[str, Any] = {"latencyMs": latency_ms}
     if first_byte_ms is not None:
         metrics["timeToFirstByteMs"] = first_byte_ms
@@ -211,7 +223,7 @@ def translate_chunks(
                         raise TypeError("delta.content is not a string")
                     if blocks.open != _Blocks.TEXT:
                         yield from blocks.switch(_Blocks.TEXT)
-                    yield text_delta(content)
+                    yield {"contentBlockDelta": {"delta": {"text": content}}}  # text_delta(), inlined: hot
                 reasoning = delta.get("reasoning_content")
                 if reasoning:
                     if type(reasoning) is not str:

@@ -68,8 +68,8 @@ class EventStream(Iterator[dict]):
         self._events = events
         self._transport = transport
 
-    def __iter__(self) -> "EventStream":
-        return self
+    def __iter__(self) -> Iterator[dict]:
+        return self._events  # `for` loops run the generator itself: no extra call per event
 
     def __next__(self) -> dict:
         return next(self._events)

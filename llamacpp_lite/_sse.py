@@ -21,6 +21,8 @@ __all__ = ["ChunkStream", "request_json"]
 logger = logging.getLogger(__name__)
 
 _DONE = "[DONE]"
+_BODY_LIMIT = 64 * 1024  # bytes read of an error or non-SSE body: enough for any message, bounded
+_READ_SIZE = 64 * 1024  # at most this much per read of a stream without chunked framing
 
 
 class _ChunkSource:
@@ -30,17 +32,46 @@ class _ChunkSource:
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._response.iter_content(chunk_size=None)
+        raw = self._response.raw
+        if getattr(raw, "chunked", True) or not hasattr(raw, "read1"):
+            return self._response.iter_content(chunk_size=None)  # each HTTP chunk as it arrives
+        return self._available(raw)
+
+    @staticmethod
+    def _available(raw: Any) -> Iterator[bytes]:
+        """Yield what has arrived of a body without chunked framing, one network read at a time.
+
+        Such a body (e.g. from an HTTP/1.0 proxy) ends when the connection closes; requests'
+        `iter_content(None)` would read all of it before yielding anything.
+        """
+        while True:
+            data = raw.read1(_READ_SIZE, decode_content=True)
+            if not data:
+                return
+            yield data
 
     def close(self) -> None:
         self._response.close()
 
 
+def _start_of_body(response: requests.Response) -> str:
+    """Return the first `_BODY_LIMIT` bytes of the body as text, reading no further.
+
+    A proxy's error page, or a hostile server, may send an endless body: reading all of it
+    would never end, since each piece arrives within the read timeout.
+    """
+    data = b""
+    with mapped_errors():
+        for piece in response.iter_content(chunk_size=8192):
+            data += piece
+            if len(data) >= _BODY_LIMIT:
+                break
+    return data[:_BODY_LIMIT].decode(response.encoding or "utf-8", errors="replace")
+
+
 def _raise_for_status(response: requests.Response) -> None:
     if response.status_code >= 400:
-        with mapped_errors():
-            text = response.text
-        raise error_from_response(response.status_code, text)
+        raise error_from_response(response.status_code, _start_of_body(response))
 
 
 def request_json(
@@ -59,7 +90,8 @@ def request_json(
         StreamError: When a 2xx answer is not JSON.
     """
     with mapped_errors():
-        response = session.request(method, url, json=json_body, timeout=timeout)
+        # stream=True: an error body is read only as far as `_start_of_body` goes. `verify`: see ChunkStream.
+        response = session.request(method, url, json=json_body, timeout=timeout, stream=True, verify=session.verify)
         try:
             _raise_for_status(response)
             text = response.text
@@ -97,7 +129,10 @@ class ChunkStream:
                 `error` object inside the stream, or a stream that ends before `[DONE]`.
         """
         with mapped_errors():
-            response = self._session.post(self._url, json=self._body, stream=True, timeout=self._timeout)
+            # `verify` passed per request wins over $REQUESTS_CA_BUNDLE (psf/requests#3829).
+            response = self._session.post(
+                self._url, json=self._body, stream=True, timeout=self._timeout, verify=self._session.verify
+            )
         self._response = response
         try:
             if self._aborted:
@@ -122,15 +157,13 @@ class ChunkStream:
 def _payloads(response: requests.Response) -> Iterator[Any]:
     content_type = response.headers.get("Content-Type", "")
     if not content_type.startswith("text/event-stream"):
-        with mapped_errors():
-            text = response.text
         raise StreamError(
             f"expected an event stream, got {response.status_code} {content_type or 'no content type'}",
-            payload=text,
+            payload=_start_of_body(response),
             status_code=response.status_code,
         )
     done = False
-    with mapped_errors(streaming=True):
+    with mapped_errors(streaming=True, status_code=response.status_code):
         for event in sseclient.SSEClient(_ChunkSource(response)).events():
             data = event.data
             if done:

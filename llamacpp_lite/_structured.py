@@ -20,8 +20,8 @@ import types
 import typing
 from typing import Any, Callable, Mapping
 
-import jsonschema
-from dataclasses_json.core import _decode_dataclass
+# jsonschema and dataclasses_json are imported where they are used: together they would add
+# about a third to `import llamacpp_lite`, and most programs never ask for structured output.
 
 from ._errors import InvalidRequestError, StructuredOutputError
 
@@ -92,6 +92,8 @@ def output_spec(output_model: Any) -> OutputSpec:
     Raises:
         InvalidRequestError: For anything else, or a type without a JSON Schema.
     """
+    import jsonschema
+
     if isinstance(output_model, Mapping):
         try:
             jsonschema.validators.validator_for(output_model).check_schema(output_model)
@@ -99,6 +101,8 @@ def output_spec(output_model: Any) -> OutputSpec:
             raise InvalidRequestError(f"the output schema is not a valid JSON Schema: {exc.message}") from None
         return OutputSpec(schema=dict(output_model), build=lambda value: value)
     if isinstance(output_model, type) and dataclasses.is_dataclass(output_model):
+        from dataclasses_json.core import _decode_dataclass
+
         decode = getattr(output_model, "from_dict", None) or (lambda value: _decode_dataclass(output_model, value, False))
         return OutputSpec(schema=_dataclass_schema(output_model), build=decode)
     if isinstance(output_model, type) and hasattr(output_model, "model_json_schema"):
@@ -142,6 +146,8 @@ def parse_output(spec: OutputSpec, raw_text: str, stop_reason: str) -> Any:
 
 
 def _validation_errors(schema: Mapping[str, Any], value: Any) -> list:
+    import jsonschema
+
     validator = jsonschema.validators.validator_for(schema)(schema)
     return [
         f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
