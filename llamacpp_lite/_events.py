@@ -234,6 +234,15 @@ def translate_chunks(
                 tool_calls = delta.get("tool_calls")
                 if tool_calls:
                     for call in tool_calls:
+                        # Hot path: a further fragment of the open call's arguments, and nothing else.
+                        function = call.get("function")
+                        if (call.get("index", 0) == blocks.open and blocks.pending_tool is None
+                                and len(call) == 2 and function and len(function) == 1):
+                            arguments = function.get("arguments")
+                            if type(arguments) is str:
+                                if arguments:
+                                    yield {"contentBlockDelta": {"delta": {"toolUse": {"input": arguments}}}}
+                                continue
                         yield from blocks.tool_call(call)
                 if "logprobs" in choice and choice["logprobs"]:
                     logprobs = logprobs if logprobs is not None else []

@@ -16,6 +16,7 @@ import sys
 from typing import Any, Iterator, Optional, TextIO
 
 from ._model import LlamaCppModel
+from ._result import collect_result
 from .server import LlamaServer
 
 __all__ = ["run_demo", "tiny_model_path"]
@@ -70,19 +71,22 @@ def run_demo(
         print(f"server build {props.build_info}, context {props.n_ctx} tokens per slot, {props.total_slots} slots",
               file=out)
 
-        print("\n1. streaming a reply:", file=out)
-        result = None
+        print("\n1. streaming a reply (Strands events; the text printed as it arrives):", file=out)
         print("   ", end="", file=out)
-        for piece in model.stream_text("Tell me a story.", max_tokens=48, seed=1):
-            print(piece, end="", file=out, flush=True)
-        result = model.chat("Tell me a story.", max_tokens=48, seed=1)
+        events = []
+        for event in model.stream("Tell me a story.", max_tokens=48, seed=1):
+            events.append(event)
+            delta = event.get("contentBlockDelta", {}).get("delta", {})
+            if "text" in delta:
+                print(delta["text"], end="", file=out, flush=True)
+        result = collect_result(events)
         print(f"\n   stop reason {result.stop_reason}; {result.usage['inputTokens']} prompt + "
               f"{result.usage['outputTokens']} generated tokens; "
               f"{result.timings.get('predicted_per_second', 0):.0f} tokens/s", file=out)
 
-        print("\n2. a tool call, streamed, then the tool's result sent back:", file=out)
+        print("\n2. a tool call, then the tool's result sent back:", file=out)
         messages = [{"role": "user", "content": [{"text": "What is 2 + 3?"}]}]
-        call = model.chat(messages, [ADD_TOOL], max_tokens=64, seed=1)
+        call = model.chat(messages, [ADD_TOOL], max_tokens=200, seed=1)
         for use in call.tool_uses:
             print(f"   model called {use.name}({use.raw_input.strip()}) -> stop reason {call.stop_reason}", file=out)
         if call.tool_uses:
@@ -94,7 +98,7 @@ def run_demo(
                 {"role": "user", "content": [{"toolResult": {"toolUseId": use.tool_use_id, "status": "success",
                                                              "content": [{"text": str(value)}]}}]},
             ]
-            answer = model.chat(messages, [ADD_TOOL], max_tokens=64, seed=1)
+            answer = model.chat(messages, [ADD_TOOL], max_tokens=200, seed=1)
             print(f"   answer after the tool result: {answer.text!r} (stop reason {answer.stop_reason})", file=out)
 
         print("\n3. structured output into a dataclass (JSON Schema enforced by the server):", file=out)
