@@ -80,6 +80,16 @@ def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
     )
 
 
+def _api_prefix(args: Sequence[str]) -> str:
+    """Return the `--api-prefix` among llama-server arguments (without a trailing slash), or ""."""
+    for index, arg in enumerate(args):
+        if arg == "--api-prefix" and index + 1 < len(args):
+            return args[index + 1].rstrip("/")
+        if arg.startswith("--api-prefix="):
+            return arg.partition("=")[2].rstrip("/")
+    return ""
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,7 +109,7 @@ class LlamaServer:
         env: Extra environment variables for the process.
 
     Attributes:
-        base_url: `http://127.0.0.1:<port>` once started.
+        base_url: `http://127.0.0.1:<port>` once started (plus an `--api-prefix` given in `extra_args`).
         port: The port it listens on.
         log_path: The file receiving the server's output.
     """
@@ -170,7 +180,7 @@ class LlamaServer:
         self._log_dir = tempfile.TemporaryDirectory(prefix="llamacpp-lite-server-")
         self.log_path = pathlib.Path(self._log_dir.name) / "llama-server.log"
         self.port = self._fixed_port or _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://127.0.0.1:{self.port}{_api_prefix(self.extra_args)}"
         env = {**os.environ, **self._env}
         bin_dir = str(self.binary.parent)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))

@@ -16,7 +16,8 @@ import requests
 
 import llamacpp_lite as lite
 from llamacpp_lite import LlamaCppModel
-from tests.helpers import ADD_TOOL, API_KEY, WEATHER_TOOL, events_of, tiny_png
+from llamacpp_lite.server import LlamaServer
+from tests.helpers import ADD_TOOL, API_KEY, WEATHER_TOOL, events_of, tiny_png, tiny_wav
 
 pytestmark = pytest.mark.real_server
 
@@ -150,11 +151,23 @@ def test_count_tokens_is_exact_with_tools(real_model):
     assert events[-1]["metadata"]["usage"]["inputTokens"] == with_tools
 
 
-def test_image_to_a_text_only_model_says_so(real_model):
-    message = {"role": "user", "content": [{"text": "what is this?"}, {"image": {"format": "png", "source": {"bytes": tiny_png()}}}]}
+@pytest.mark.parametrize("block,modality", [
+    ({"image": {"format": "png", "source": {"bytes": tiny_png()}}}, "vision"),
+    ({"audio": {"format": "wav", "source": {"bytes": tiny_wav()}}}, "audio"),
+])
+def test_media_to_a_text_only_model_says_so(real_model, block, modality):
+    message = {"role": "user", "content": [{"text": "what is this?"}, block]}
     with pytest.raises(lite.ModalityNotSupportedError) as info:
         list(real_model.stream([message]))
-    assert info.value.modality == "vision" and "not supported" in str(info.value)
+    assert info.value.modality == modality and "not supported" in str(info.value)
+
+
+def test_a_path_prefix_in_base_url(llama_server_binary, tiny_model):
+    server = LlamaServer(tiny_model, binary=llama_server_binary, extra_args=["-t", "2", "--no-webui", "--api-prefix", "/llm"])
+    with server, LlamaCppModel(server.base_url + "/v1/") as model:
+        assert server.base_url.endswith("/llm") and model.base_url == server.base_url
+        assert model.chat("hi", max_tokens=2, ignore_eos=True).usage["outputTokens"] == 2
+        assert model.props().n_ctx and model.count_tokens("hi") > 0
 
 
 def test_logprobs_are_surfaced(real_model):
