@@ -18,7 +18,6 @@ concatenation is the arguments JSON string.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -26,8 +25,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from ._errors import StreamError
 
 __all__ = ["STOP_REASONS", "translate_chunks"]
-
-logger = logging.getLogger(__name__)
 
 StreamEvent = dict  # one of the Strands StreamEvent shapes; see the module docstring
 

@@ -7,7 +7,6 @@ library exceptions by `_errors.mapped_errors`; the HTTP response is always close
 from __future__ import annotations
 
 import json
-import logging
 import socket
 from typing import Any, Iterator, Mapping
 
@@ -17,8 +16,6 @@ import sseclient
 from ._errors import StreamError, error_from_response, mapped_errors, preview
 
 __all__ = ["ChunkStream", "request_json"]
-
-logger = logging.getLogger(__name__)
 
 _DONE = "[DONE]"
 _BODY_LIMIT = 64 * 1024  # bytes read of an error or non-SSE body: enough for any message, bounded

@@ -220,7 +220,7 @@ def _apply_tool_choice(
     if tool_choice is None:
         return tool_specs, None
     if not isinstance(tool_choice, Mapping) or len(tool_choice) != 1:
-        raise InvalidRequestError(f"tool_choice must be {{'auto': {{}}}}, {{'any': {{}}}} or {{'tool': {{'name': ...}}}}")
+        raise InvalidRequestError("tool_choice must be {'auto': {}}, {'any': {}} or {'tool': {'name': ...}}")
     (kind, value), = tool_choice.items()
     if kind in _TOOL_CHOICE_STRINGS:
         return tool_specs, _TOOL_CHOICE_STRINGS[kind]
