@@ -10,14 +10,16 @@ Example:
 import logging
 
 from ._async import AsyncLlamaCppModel
-from ._config import UnsupportedParameterWarning
+from ._config import Limits, UnsupportedParameterWarning
 from ._errors import (
     APIError,
+    Aborted,
     AuthenticationError,
     BadRequestError,
     ConnectError,
     ConnectTimeout,
     ContextWindowOverflowException,
+    DeadlineExceeded,
     InvalidRequestError,
     LlamaCppError,
     LlamaCppWarning,
@@ -38,6 +40,7 @@ from ._version import __version__
 
 __all__ = [
     "APIError",
+    "Aborted",
     "AsyncLlamaCppModel",
     "AuthenticationError",
     "BadRequestError",
@@ -46,8 +49,10 @@ __all__ = [
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DEFAULT_RETRY",
+    "DeadlineExceeded",
     "EventStream",
     "InvalidRequestError",
+    "Limits",
     "LlamaCppError",
     "LlamaCppModel",
     "LlamaCppWarning",

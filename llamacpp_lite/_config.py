@@ -6,23 +6,23 @@ Everything here is pure and immutable: a call never changes the configuration it
 from __future__ import annotations
 
 import dataclasses
-import http.client
+import math
+import re
 import warnings
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple, Union
 
-from urllib3.exceptions import InvalidHeader, ProtocolError
-from urllib3.util.retry import Retry
-
 from ._errors import InvalidRequestError, LlamaCppWarning
+from ._json import encode_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "DEFAULT_RETRY",
+    "Limits",
     "ModelConfig",
-    "RetryPolicy",
     "TimeoutValue",
     "UnsupportedParameterWarning",
+    "check_api_key",
+    "check_headers",
     "normalize_params",
     "normalize_timeout",
 ]
@@ -52,53 +52,6 @@ REMOVED_PARAMS: Mapping[str, str] = MappingProxyType(
 
 _warned: set = set()
 
-_NOTHING_RECEIVED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
-
-class RetryPolicy(Retry):
-    """urllib3's `Retry`, counting "closed before any response byte" as a connect error.
-
-    llama-server closes the connection after every streamed answer although it advertises
-    keep-alive, so a pooled connection can be dead by the time the next request is sent on it.
-    Such a request got no byte of answer (`RemoteDisconnected`, a reset, a broken pipe).
-    urllib3 cannot tell whether the server read it first, but llama-server cancels the work of
-    a client that disconnects, so sending it again is as safe as after a refused connection.
-    Read timeouts and failures after the first byte of an answer stay read errors (never
-    retried by `DEFAULT_RETRY`, whose `read` is 0). `Retry-After` is honoured up to
-    `backoff_max` seconds, and a garbled one is ignored.
-    """
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        """Honour `Retry-After` up to `backoff_max` seconds; ignore a garbled one."""
-        try:
-            seconds = super().parse_retry_after(retry_after)
-        except InvalidHeader:
-            return 0.0  # neither seconds nor a date: back off as if there were no header
-        return min(seconds, self.backoff_max)
-
-    def _is_connection_error(self, err: Exception) -> bool:
-        if isinstance(err, ProtocolError) and any(isinstance(arg, _NOTHING_RECEIVED) for arg in err.args):
-            return True
-        return super()._is_connection_error(err)
-
-
-DEFAULT_RETRY = RetryPolicy(
-    total=None,
-    connect=3,  # the request never reached the server (or got no answer byte): safe to send again
-    read=0,  # the server may have started work: never repeated
-    status=4,
-    other=0,
-    redirect=None,
-    allowed_methods=None,  # POST too: a connect failure or a 503 means nothing was processed
-    status_forcelist=(503,),  # "Loading model"
-    backoff_factor=0.25,
-    backoff_max=8.0,
-    backoff_jitter=0.25,
-    respect_retry_after_header=True,
-    raise_on_status=False,  # after the last try, the 503 itself is mapped (with the server's message)
-)
-"""Retry connect failures and 503 (model loading), with backoff 0.25 s x 2^n (cap 8 s) and jitter."""
-
 
 class UnsupportedParameterWarning(LlamaCppWarning):
     """A parameter was given that llama.cpp does not have; it is not sent."""
@@ -119,13 +72,13 @@ def normalize_timeout(timeout: Any) -> TimeoutValue:
     if timeout is None:
         return None
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        if timeout <= 0:
-            raise InvalidRequestError(f"timeout must be positive or None, got {timeout!r}")
+        if not (0 < timeout < math.inf):  # also false for NaN
+            raise InvalidRequestError(f"timeout must be a positive finite number or None, got {timeout!r}")
         return float(timeout)
-    if isinstance(timeout, tuple) and len(timeout) == 2:
+    if isinstance(timeout, (tuple, list)) and len(timeout) == 2:
         connect, read = (normalize_timeout(part) for part in timeout)
         return (connect, read)  # type: ignore[return-value]
-    raise InvalidRequestError(f"timeout must be None, seconds, or a (connect, read) tuple; got {timeout!r}")
+    raise InvalidRequestError(f"timeout must be None, seconds, or a (connect, read) tuple; got {type(timeout).__name__}")
 
 
 def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -164,6 +117,9 @@ def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
                 )
             continue
         flat[RENAMED_PARAMS.get(name, name)] = value
+    if "stream_options" in flat and not isinstance(flat["stream_options"], Mapping):
+        raise InvalidRequestError("params['stream_options'] must be a mapping")
+    encode_body(flat)  # fails now, naming the field, for values JSON cannot carry (NaN, sets, bytes...)
     return flat
 
 
@@ -206,3 +162,80 @@ class ModelConfig:
             "params": dict(self.params),
             "context_window_limit": self.context_window_limit,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How much of an answer is read at most; past a limit the call fails with `StreamError`.
+
+    Attributes:
+        error_body: Bytes read of an error answer or of a body that should have been a stream
+            (the rest is not read; the message quotes the start).
+        json_body: Bytes a JSON answer may have (after decompression).
+        event: Bytes one event of a stream may have.
+        compressed_stream: Bytes a compressed stream may decompress to in total.
+    """
+
+    error_body: int = 64 * 1024
+    json_body: int = 16 * 1024 * 1024
+    event: int = 16 * 1024 * 1024
+    compressed_stream: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if type(value) is not int or value <= 0:
+                raise InvalidRequestError(f"Limits.{field.name} must be a positive int, got {value!r}")
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def check_api_key(key: Any) -> Optional[str]:
+    """Return the API key without surrounding whitespace, or None for no key.
+
+    Raises:
+        InvalidRequestError: When it cannot be an HTTP header value; the key is never shown.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise InvalidRequestError(f"api_key must be a string, got {type(key).__name__}")
+    key = key.strip()
+    if not key:
+        return None
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidRequestError("api_key has characters an HTTP header cannot carry (only Latin-1); "
+                                  "the key is not shown") from None
+    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+        raise InvalidRequestError("api_key contains control characters (e.g. a line break); the key is not shown")
+    return key
+
+
+def check_headers(headers: Any) -> dict[str, str]:
+    """Return extra headers as a new dict, checked to be sendable.
+
+    Raises:
+        InvalidRequestError: For a non-mapping, a name that is not an HTTP token, or a value that
+            is not a Latin-1 string without line breaks (values are never shown: they may be secrets).
+    """
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise InvalidRequestError(f"headers must be a mapping of strings, got {type(headers).__name__}")
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise InvalidRequestError(f"header name {name!r} is not a valid HTTP header name")
+        if not isinstance(value, str):
+            raise InvalidRequestError(f"header {name!r} must have a string value, got {type(value).__name__}")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidRequestError(f"header {name!r} has characters an HTTP header cannot carry (only Latin-1)") from None
+        if any(ord(char) < 32 and char != "\t" or ord(char) == 127 for char in value):
+            raise InvalidRequestError(f"header {name!r} contains control characters (e.g. a line break)")
+        checked[name] = value.strip()
+    return checked

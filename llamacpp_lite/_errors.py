@@ -6,9 +6,11 @@ Only these exceptions leave the library::
     ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
     ├── TransportError                  the HTTP exchange itself failed
     │   ├── ConnectError                no connection (refused, DNS, TLS, proxy), or closed unanswered
+    │   ├── Aborted                     the call was aborted (abort(), or its async task cancelled)
     │   └── TimeoutException
     │       ├── ConnectTimeout          no connection within the connect timeout
-    │       └── ReadTimeout             no byte within the read timeout
+    │       ├── ReadTimeout             no byte within the read timeout
+    │       └── DeadlineExceeded        the call's deadline passed
     ├── APIError                        the server answered with an error status
     │   ├── BadRequestError             400 (and other 4xx)
     │   │   └── ContextWindowOverflowException   exceed_context_size_error
@@ -28,21 +30,19 @@ the same names, so a Strands Agent reduces its context or retries. Strands is ne
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from typing import Any, Iterator, Mapping, Sequence
-
-import requests
-import urllib3.exceptions
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "APIError",
+    "Aborted",
     "AuthenticationError",
     "BadRequestError",
     "ConnectError",
     "ConnectTimeout",
     "ContextWindowOverflowException",
+    "DeadlineExceeded",
     "InvalidRequestError",
     "LlamaCppError",
     "LlamaCppWarning",
@@ -63,7 +63,10 @@ _PAYLOAD_PREVIEW = 300  # characters of an offending payload kept in a message
 
 def preview(payload: Any, limit: int = _PAYLOAD_PREVIEW) -> str:
     """Return a short printable preview of a payload for an error message."""
-    text = payload if isinstance(payload, str) else repr(payload)
+    try:
+        text = payload if isinstance(payload, str) else repr(payload)
+    except RecursionError:
+        return f"({type(payload).__name__} nested too deeply to show)"
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
@@ -92,6 +95,13 @@ class ConnectError(TransportError):
     """
 
 
+class Aborted(TransportError):
+    """The call was aborted: `abort()` from another thread, or its async task was cancelled.
+
+    The connection was shut down (llama-server cancels the work) and nothing was sent again.
+    """
+
+
 class TimeoutException(TransportError):
     """A timeout expired (the name does not shadow the builtin `TimeoutError`)."""
 
@@ -106,6 +116,10 @@ class ReadTimeout(TimeoutException):
     A busy llama-server queues a request without sending anything until a slot frees up, so
     size the read timeout for the longest queue you accept plus the prompt processing time.
     """
+
+
+class DeadlineExceeded(TimeoutException):
+    """The call's `deadline` (a bound on the whole call) passed; the connection was shut down."""
 
 
 class APIError(LlamaCppError):
@@ -283,7 +297,7 @@ def error_from_response(status_code: int, body_text: str) -> APIError:
     """
     try:
         body: Any = json.loads(body_text) if body_text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to decode
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
@@ -296,90 +310,3 @@ def error_from_response(status_code: int, body_text: str) -> APIError:
         cls = BadRequestError if status_code < 500 else ServerError
     cls = _strands_compatible(cls)
     return cls(message, status_code=status_code, error_type=error_type, body=body)
-
-
-# ---------------------------------------------------------------------------------------------
-# The only place that catches requests' exceptions.
-
-
-def translate_requests_error(
-    exc: Exception, *, streaming: bool = False, status_code: int | None = None
-) -> LlamaCppError:
-    """Return the library exception for a `requests` (or urllib3) exception.
-
-    Args:
-        exc: The foreign exception.
-        streaming: True while reading a stream whose first bytes already arrived: a broken
-            connection then means a broken stream, not a failed connect.
-        status_code: The HTTP status of the stream being read, for the error's context.
-
-    Returns:
-        The most specific matching `LlamaCppError`.
-    """
-    cause = _cause(exc)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return ConnectTimeout(f"connect timeout: {exc}")
-    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) or isinstance(
-        cause, urllib3.exceptions.ReadTimeoutError
-    ):
-        return ReadTimeout(f"read timeout: the server sent nothing for too long ({exc})")
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return StreamError(f"the stream broke off: {exc}", status_code=status_code)
-    if isinstance(exc, urllib3.exceptions.HTTPError):  # raised by raw reads that requests does not wrap
-        return StreamError(f"the stream broke off: {exc}", status_code=status_code)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        if streaming:
-            return StreamError(f"the connection broke during the stream: {exc}", status_code=status_code)
-        if isinstance(cause, urllib3.exceptions.ProtocolError):  # connected, then closed or reset
-            return ConnectError(f"the server closed the connection without answering: {exc}")
-        return ConnectError(f"cannot connect to the server: {exc}")
-    if isinstance(
-        exc,
-        (
-            requests.exceptions.URLRequired,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.InvalidURL,
-            requests.exceptions.InvalidHeader,
-            requests.exceptions.InvalidJSONError,
-        ),
-    ):
-        return InvalidRequestError(f"invalid request: {exc}")
-    return TransportError(f"HTTP transport error: {type(exc).__name__}: {exc}")
-
-
-def _cause(exc: Exception) -> Any:
-    """Return the urllib3 error a requests exception wraps, looking through `MaxRetryError`.
-
-    requests wraps urllib3 errors as its first argument; once retries are spent, urllib3 wraps
-    the last error in a `MaxRetryError` (so a read timeout can arrive as a ConnectionError).
-    """
-    cause = exc.args[0] if exc.args else None
-    if isinstance(cause, urllib3.exceptions.MaxRetryError):
-        cause = cause.reason
-    return cause
-
-
-@contextlib.contextmanager
-def mapped_errors(*, streaming: bool = False, status_code: int | None = None) -> Iterator[None]:
-    """Translate foreign exceptions raised in the block into library exceptions (`from exc`).
-
-    Args:
-        streaming: True while reading a stream (see `translate_requests_error`).
-        status_code: The HTTP status of the stream being read, kept on a `StreamError`.
-    """
-    try:
-        yield
-    except LlamaCppError:
-        raise
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise translate_requests_error(exc, streaming=streaming, status_code=status_code) from exc
-    except UnicodeDecodeError as exc:
-        around = exc.object[max(0, exc.start - 60) : exc.end + 60]
-        raise StreamError(
-            f"the stream is not valid UTF-8: {exc}", payload=repr(around), status_code=status_code
-        ) from exc
-    except OSError as exc:  # not wrapped by requests, e.g. a CA bundle that does not exist
-        if streaming:
-            raise StreamError(f"the connection broke during the stream: {exc}", status_code=status_code) from exc
-        raise ConnectError(f"cannot set up the connection: {exc}") from exc

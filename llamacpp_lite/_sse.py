@@ -1,185 +1,124 @@
-"""Transport: send a request and read llama-server's answers (JSON, or an SSE stream of JSON).
+"""Pure reading of llama-server's event streams: body bytes in, decoded JSON payloads out.
 
-The only module besides the server launcher that does network I/O. Errors are turned into
-library exceptions by `_errors.mapped_errors`; the HTTP response is always closed.
+sseclient-py parses the events; this module bounds what it is fed, decodes each `data:` payload
+as JSON, stops at the stream's last event, and turns error events into `StreamError`. No I/O:
+the transport hands in the body's bytes as they arrive.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Optional
 
-import requests
 import sseclient
 
-from ._errors import StreamError, error_from_response, mapped_errors, preview
+from ._errors import StreamError, preview
+from ._json import decode_json
 
-__all__ = ["ChunkStream", "request_json"]
+__all__ = ["DONE", "EventSizeGuard", "iter_payloads"]
 
-_DONE = "[DONE]"
-_BODY_LIMIT = 64 * 1024  # bytes read of an error or non-SSE body: enough for any message, bounded
-_READ_SIZE = 64 * 1024  # at most this much per read of a stream without chunked framing
+DONE = "[DONE]"
+"""The data of the last event of an OpenAI-style stream."""
+
+_BOM = b"\xef\xbb\xbf"
+_DELIMITERS = (b"\n\n", b"\r\r", b"\r\n\r\n")
 
 
-class _ChunkSource:
-    """Feed sseclient whole network reads rather than requests' default 128-byte pieces."""
+class EventSizeGuard:
+    """The body's bytes as sseclient reads them, with each event's size bounded.
 
-    def __init__(self, response: requests.Response) -> None:
-        self._response = response
+    sseclient joins the lines of an event until the blank line that ends it, copying as it goes;
+    an event that never ends would grow without bound (and quadratically in time). This counts
+    the bytes since the last event boundary and raises `StreamError` past `limit`. It also
+    drops a UTF-8 byte-order mark before the first event, which the SSE standard ignores.
+
+    Args:
+        pieces: The body's bytes, decoded (framing and compression removed).
+        limit: The most bytes one event may have.
+        close: Called by `close()` (sseclient's event-source protocol).
+    """
+
+    def __init__(self, pieces: Iterable[bytes], limit: int, close: Callable[[], None] = lambda: None) -> None:
+        self._pieces = pieces
+        self._limit = limit
+        self.close = close
 
     def __iter__(self) -> Iterator[bytes]:
-        raw = self._response.raw
-        if getattr(raw, "chunked", True) or not hasattr(raw, "read1"):
-            return self._response.iter_content(chunk_size=None)  # each HTTP chunk as it arrives
-        return self._available(raw)
-
-    @staticmethod
-    def _available(raw: Any) -> Iterator[bytes]:
-        """Yield what has arrived of a body without chunked framing, one network read at a time.
-
-        Such a body (e.g. from an HTTP/1.0 proxy) ends when the connection closes; requests'
-        `iter_content(None)` would read all of it before yielding anything.
-        """
-        while True:
-            data = raw.read1(_READ_SIZE, decode_content=True)
-            if not data:
-                return
-            yield data
-
-    def close(self) -> None:
-        self._response.close()
-
-
-def _start_of_body(response: requests.Response) -> str:
-    """Return the first `_BODY_LIMIT` bytes of the body as text, reading no further.
-
-    A proxy's error page, or a hostile server, may send an endless body: reading all of it
-    would never end, since each piece arrives within the read timeout.
-    """
-    data = b""
-    with mapped_errors():
-        for piece in response.iter_content(chunk_size=8192):
-            data += piece
-            if len(data) >= _BODY_LIMIT:
-                break
-    return data[:_BODY_LIMIT].decode(response.encoding or "utf-8", errors="replace")
+        limit = self._limit
+        pending = 0  # bytes since the last event boundary
+        tail = b""  # the last bytes of the previous piece, for boundaries split across pieces
+        head = b""  # the first bytes, until we know whether they start with a BOM
+        for piece in self._pieces:
+            if head is not None:
+                head += piece
+                if len(head) < len(_BOM) and _BOM.startswith(head):
+                    continue
+                piece = head[len(_BOM):] if head.startswith(_BOM) else head
+                head = None  # type: ignore[assignment]
+            window = tail + piece
+            boundary = -1
+            for delimiter in _DELIMITERS:
+                found = window.rfind(delimiter)
+                if found >= 0 and found + len(delimiter) > boundary:
+                    boundary = found + len(delimiter)
+            if boundary < 0:
+                pending += len(piece)
+            else:
+                pending = len(window) - boundary
+            if pending > limit:
+                raise StreamError(f"a stream event is larger than {limit} bytes")
+            tail = window[-3:]
+            yield piece
+        if head:
+            yield head
 
 
-def _raise_for_status(response: requests.Response) -> None:
-    if response.status_code >= 400:
-        raise error_from_response(response.status_code, _start_of_body(response))
-
-
-def request_json(
-    session: requests.Session,
-    method: str,
-    url: str,
+def iter_payloads(
+    pieces: Iterable[bytes],
     *,
-    timeout: Any,
-    json_body: Mapping[str, Any] | None = None,
-) -> Any:
-    """Send a request and return its decoded JSON answer.
+    event_limit: int,
+    last: Callable[[Any], bool] | None = None,
+    status_code: int = 200,
+) -> Iterator[Any]:
+    """Yield the decoded JSON payload of each event until the stream's last one.
+
+    Args:
+        pieces: The body's bytes as they arrive.
+        event_limit: The most bytes one event may have.
+        last: For streams without `[DONE]` (llama.cpp's native endpoints): tells the final
+            payload, after which nothing more is read. With None, the stream ends at `[DONE]`.
+        status_code: The HTTP status, kept on errors.
 
     Raises:
-        APIError: For an error status (the most specific subclass).
-        TransportError: When the exchange failed.
-        StreamError: When a 2xx answer is not JSON.
+        StreamError: For an event that is not JSON, an `error` event or object, an event over
+            `event_limit`, or a stream that ends before its last event.
     """
-    with mapped_errors():
-        # stream=True: an error body is read only as far as `_start_of_body` goes. `verify`: see ChunkStream.
-        response = session.request(method, url, json=json_body, timeout=timeout, stream=True, verify=session.verify)
-        try:
-            _raise_for_status(response)
-            text = response.text
-        finally:
-            response.close()
     try:
-        return json.loads(text)
-    except ValueError:
-        raise StreamError(f"{method} {url} answered {response.status_code} with a body that is not JSON", payload=text) from None
+        yield from _payloads(pieces, event_limit, last, status_code)
+    except UnicodeDecodeError as exc:  # sseclient decodes each line
+        around = exc.object[max(0, exc.start - 60) : exc.end + 60]
+        raise StreamError(f"the stream is not valid UTF-8: {exc}", payload=repr(around), status_code=status_code) from None
 
 
-class ChunkStream:
-    """One streaming POST: iterate it for the decoded `data:` payloads until `[DONE]`.
-
-    The response is closed when iteration ends, fails, or `close()` is called; `abort()` may
-    be called from another thread to unblock a read in progress. Closing makes llama-server
-    cancel the generation and free its slot.
-    """
-
-    def __init__(self, session: requests.Session, url: str, body: Mapping[str, Any], *, timeout: Any) -> None:
-        self._session = session
-        self._url = url
-        self._body = body
-        self._timeout = timeout
-        self._response: requests.Response | None = None
-        self._aborted = False
-
-    def __iter__(self) -> Iterator[Any]:
-        """Send the request and yield each payload.
-
-        Raises:
-            APIError: For an error status before the stream began (e.g. context overflow).
-            TransportError: When the connection could not be made or timed out.
-            StreamError: For a body that is not an SSE stream, a payload that is not JSON, an
-                `error` object inside the stream, or a stream that ends before `[DONE]`.
-        """
-        with mapped_errors():
-            # `verify` passed per request wins over $REQUESTS_CA_BUNDLE (psf/requests#3829).
-            response = self._session.post(
-                self._url, json=self._body, stream=True, timeout=self._timeout, verify=self._session.verify
+def _payloads(pieces: Iterable[bytes], event_limit: int, last: Callable[[Any], bool] | None,
+              status_code: int) -> Iterator[Any]:
+    for event in sseclient.SSEClient(EventSizeGuard(pieces, event_limit)).events():
+        data = event.data
+        if last is None and data == DONE:
+            return  # the answer is complete; what follows (if anything) is not read
+        payload = decode_json(data, "a stream event", status_code=status_code)
+        if event.event == "error" or (type(payload) is dict and "error" in payload):
+            error = payload.get("error", payload) if type(payload) is dict else payload
+            message = error.get("message") if isinstance(error, dict) else None
+            raise StreamError(
+                "the server reported an error during the stream: "
+                + (message if isinstance(message, str) else preview(error)),
+                status_code=status_code,
+                error=error if isinstance(error, dict) else None,
             )
-        self._response = response
-        try:
-            if self._aborted:
-                return
-            _raise_for_status(response)
-            yield from _payloads(response)
-        finally:
-            response.close()
-
-    def abort(self) -> None:
-        """Shut the connection down from any thread; a blocked read then returns at once."""
-        self._aborted = True
-        connection = getattr(getattr(self._response, "raw", None), "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
-
-
-def _payloads(response: requests.Response) -> Iterator[Any]:
-    content_type = response.headers.get("Content-Type", "")
-    if not content_type.startswith("text/event-stream"):
-        raise StreamError(
-            f"expected an event stream, got {response.status_code} {content_type or 'no content type'}",
-            payload=_start_of_body(response),
-            status_code=response.status_code,
-        )
-    done = False
-    with mapped_errors(streaming=True, status_code=response.status_code):
-        for event in sseclient.SSEClient(_ChunkSource(response)).events():
-            data = event.data
-            if done:
-                raise StreamError("data after [DONE]", payload=data, status_code=response.status_code)
-            if data == _DONE:
-                done = True  # keep reading to the end so the connection goes back to the pool
-                continue
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                raise StreamError("a stream event is not JSON", payload=data, status_code=200) from None
-            if event.event == "error" or (type(payload) is dict and "error" in payload):
-                error = payload.get("error", payload) if type(payload) is dict else payload
-                message = error.get("message", preview(error)) if isinstance(error, dict) else preview(error)
-                raise StreamError(
-                    f"the server reported an error during the stream: {message}",
-                    status_code=response.status_code,
-                    error=error if isinstance(error, dict) else None,
-                )
-            yield payload
-    if not done:
-        raise StreamError("the stream ended before [DONE]", status_code=response.status_code)
+        yield payload
+        if last is not None and last(payload):
+            return
+    raise StreamError(
+        "the stream ended before [DONE]" if last is None else "the stream ended before its final event",
+        status_code=status_code,
+    )

@@ -36,7 +36,7 @@ def test_worker_exceptions_surface_unchanged_with_their_traceback(mock_api):
         asyncio.run(collect(model.stream("hi")))
     frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
     assert "error_from_response" not in frames  # raised, not constructed, there
-    assert "_raise_for_status" in frames  # the worker's frames are kept
+    assert "_check_status" in frames  # the worker's frames are kept
 
 
 def test_a_new_event_loop_per_call_works(mock_api):

@@ -11,7 +11,9 @@ import requests
 import urllib3.exceptions
 
 import llamacpp_lite as lite
-from llamacpp_lite._errors import error_from_response, mapped_errors, translate_requests_error
+from llamacpp_lite._errors import error_from_response
+from llamacpp_lite._sse import iter_payloads
+from llamacpp_lite._transport import _mapped, translate
 
 
 def body(status, error_type, message="m", **extra):
@@ -73,7 +75,7 @@ REQUESTS_EXCEPTIONS = sorted(
 def test_every_requests_exception_is_mapped(cls):
     exc = cls("boom", "doc", 0) if issubclass(cls, ValueError) else cls("boom")  # JSONDecodeError needs doc, pos
     with pytest.raises(lite.LlamaCppError) as info:
-        with mapped_errors():
+        with _mapped(None):
             raise exc
     assert info.value.__cause__ is exc
     assert not isinstance(info.value, requests.exceptions.RequestException)
@@ -92,7 +94,7 @@ def test_every_requests_exception_is_mapped(cls):
     (requests.exceptions.TooManyRedirects("x"), False, lite.TransportError),
 ])
 def test_specific_mappings(exc, streaming, expected):
-    assert type(translate_requests_error(exc, streaming=streaming)) is expected
+    assert type(translate(exc, streaming=streaming)) is expected
 
 
 def test_connect_timeout_is_both_a_timeout_and_a_connect_error():
@@ -102,8 +104,7 @@ def test_connect_timeout_is_both_a_timeout_and_a_connect_error():
 
 def test_invalid_utf8_in_a_stream_is_a_stream_error():
     with pytest.raises(lite.StreamError, match="UTF-8"):
-        with mapped_errors(streaming=True):
-            b"\xff".decode("utf-8")
+        list(iter_payloads([b"data: \xff\n\n"], event_limit=100))
 
 
 def test_strands_classes_when_strands_is_loaded(monkeypatch):

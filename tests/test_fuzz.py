@@ -3,7 +3,7 @@
 Streams are generated like llama-server's (text, reasoning, tool calls, finish, usage, raw UTF-8
 JSON), then optionally damaged (bytes cut, dropped, inserted or flipped; a JSON value replaced by
 one of the wrong shape; `[DONE]` left out), then split at random byte boundaries and fed through
-`ChunkStream` (requests' `iter_content`, sseclient, JSON decoding, `[DONE]` and error handling)
+the reading path (HTTP de-chunking, sseclient, JSON decoding, `[DONE]` and error handling)
 into `translate_chunks`. The only allowed outcomes: a well-formed event sequence, or a
 `LlamaCppError`. An undamaged stream must give exactly the events of the pure translation.
 
@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from llamacpp_lite import LlamaCppError, LlamaCppModel
 from llamacpp_lite._events import STOP_REASONS, translate_chunks
-from llamacpp_lite._sse import ChunkStream
+from llamacpp_lite._framing import Dechunker
+from llamacpp_lite._sse import iter_payloads
 from tests import fault_server as fs
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -175,42 +176,14 @@ def split(draw: Any, body: bytes) -> list:
 # -- the reading path, without sockets ------------------------------------------------------------
 
 
-class _Raw:
-    """Stands for urllib3's response: `stream()` yields the network reads given."""
-
-    def __init__(self, reads: list) -> None:
-        self._reads = reads
-
-    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
-        yield from self._reads
-
-    def close(self) -> None:
-        pass
-
-    def release_conn(self) -> None:
-        pass
-
-
-class _Session:
-    """Stands for `requests.Session`: `post()` answers 200 with an event stream made of `reads`."""
-
-    verify = True
-
-    def __init__(self, reads: list) -> None:
-        self._reads = reads
-
-    def post(self, url: str, **kwargs: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = 200
-        response.headers["Content-Type"] = "text/event-stream"
-        response.raw = _Raw(self._reads)
-        response.url = url
-        return response
-
-
 def read_events(reads: list) -> list:
-    """Feed network reads through ChunkStream and the translator, as `LlamaCppModel.stream` does."""
-    chunks = iter(ChunkStream(_Session(reads), "http://fuzz.test/v1/chat/completions", {}, timeout=None))
+    """Feed network reads, sent as HTTP chunks, through the reading path `LlamaCppModel.stream` uses:
+    the de-chunker, the SSE reader (sseclient, JSON decoding, `[DONE]` and error handling) and
+    the translator."""
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(read), read) for read in reads if read) + b"0\r\n\r\n"
+    dechunker = Dechunker()
+    pieces = (dechunker.feed(wire[i:i + 7]) for i in range(0, len(wire), 7))
+    chunks = iter_payloads(pieces, event_limit=1 << 20)
     try:
         return list(translate_chunks(chunks, started=0.0, clock=lambda: 0.0))
     finally:

@@ -1,0 +1,271 @@
+"""Chat: streaming Strands events from `/v1/chat/completions`, and what is built on that stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from . import _wire
+from ._client import BaseClient
+from ._errors import (
+    InvalidRequestError,
+    LlamaCppError,
+    ModalityNotSupportedError,
+    NotSupportedError,
+    ServerError,
+    TransportError,
+)
+from ._events import translate_chunks
+from ._json import encode_body
+from ._result import ChatResult, collect_result
+from ._structured import output_spec, parse_output
+from ._transport import Call
+
+__all__ = ["AGENT_KWARGS", "ChatMixin", "EventStream"]
+
+logger = logging.getLogger("llamacpp_lite")
+
+AGENT_KWARGS = frozenset(
+    {"invocation_state", "model_state", "agent_metadata", "dynamic_trailing_blocks", "structured_output_model"}
+)
+"""Keyword arguments a Strands Agent passes to `stream()` that are not request fields: dropped."""
+
+_CHAT_PATH = "/v1/chat/completions"
+_MEDIA_PART_MODALITY = {"image_url": "vision", "input_audio": "audio", "input_video": "video"}
+
+
+class EventStream(Iterator[dict]):
+    """The iterator `stream()` returns: Strands events, plus `close()`, `abort()` and `with`.
+
+    `with model.stream(...) as events:` closes the connection when the block ends, however it
+    ends (llama-server then cancels the generation).
+    """
+
+    __slots__ = ("_events", "_call")
+
+    def __init__(self, events: Iterator[dict], call: Call) -> None:
+        self._events = events
+        self._call = call
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._events  # `for` loops run the generator itself: no extra call per event
+
+    def __next__(self) -> dict:
+        return next(self._events)
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop here: close the connection (llama-server cancels the generation)."""
+        self._events.close()
+
+    def abort(self) -> None:
+        """Like `close()`, callable from any thread: a blocked read (or a request still queued on
+        a busy server) ends at once with `Aborted`, and the request is never sent again."""
+        self._call.abort()
+
+
+def _check_cancel_signal(cancel_signal: Any) -> None:
+    if cancel_signal is not None and not callable(getattr(cancel_signal, "is_set", None)):
+        raise InvalidRequestError(
+            f"cancel_signal must be a threading.Event (something with is_set()), got {type(cancel_signal).__name__}"
+        )
+
+
+class ChatMixin(BaseClient):
+    """The chat job of `LlamaCppModel`: `stream`, `chat`, `stream_text`, `structured_output`, `count_tokens`."""
+
+    def stream(
+        self,
+        messages: Any,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        *,
+        tool_choice: Optional[Mapping[str, Any]] = None,
+        system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
+        cancel_signal: Any = None,
+        **kwargs: Any,
+    ) -> EventStream:
+        """Stream an answer as Strands `StreamEvent` dicts.
+
+        The request is checked and built at once; it is sent when iteration starts. Leaving
+        the loop early (or `close()` on the iterator) closes the connection, and llama-server
+        then cancels the generation.
+
+        Args:
+            messages: Strands messages, or a string standing for one user message.
+            tool_specs: Strands tool specs to offer.
+            system_prompt: A system prompt.
+            tool_choice: `{"auto": {}}`, `{"any": {}}` or `{"tool": {"name": ...}}`.
+            system_prompt_content: Strands system content blocks (win over `system_prompt`).
+            cancel_signal: A `threading.Event`; once set, the stream stops at the next event and
+                closes the connection (Strands Agents pass one).
+            **kwargs: Request fields for this call only, over the configured params. The other
+                arguments a Strands Agent passes (`AGENT_KWARGS`) are ignored.
+
+        Returns:
+            An iterator of events: messageStart, content blocks, messageStop, metadata.
+
+        Raises:
+            InvalidRequestError: At once, for input that cannot be sent.
+            LlamaCppError: While iterating: its subclasses per the error table in the README.
+        """
+        _check_cancel_signal(cancel_signal)
+        params = self._params({k: v for k, v in kwargs.items() if k not in AGENT_KWARGS})
+        body = _wire.build_chat_request(
+            messages,
+            model_id=self._config.model_id,
+            params=params,
+            tool_specs=tool_specs,
+            system_prompt=system_prompt,
+            system_prompt_content=system_prompt_content,
+            tool_choice=tool_choice,
+        )
+        call = Call()
+        payloads = self._transport.stream(_CHAT_PATH, encode_body(body), timeout=self._timeout, call=call)
+        return EventStream(self._translate(payloads, body, cancel_signal), call)
+
+    def _translate(self, payloads: Iterator[Any], body: Mapping[str, Any], cancel_signal: Any) -> Iterator[dict]:
+        try:
+            events = translate_chunks(payloads, started=time.perf_counter())
+            if cancel_signal is None:
+                yield from events
+            else:
+                for event in events:
+                    if cancel_signal.is_set():
+                        return
+                    yield event
+        except ServerError as exc:
+            raise self._explain_missing_modality(body, exc) from exc
+        finally:
+            payloads.close()  # type: ignore[attr-defined]
+
+    def _explain_missing_modality(self, body: Mapping[str, Any], error: ServerError) -> ServerError:
+        """Return a clearer error when the request had media the loaded model cannot take."""
+        sent = {
+            _MEDIA_PART_MODALITY[part["type"]]
+            for message in body["messages"]
+            if isinstance(message.get("content"), list)
+            for part in message["content"]
+            if part.get("type") in _MEDIA_PART_MODALITY
+        }
+        if not sent:
+            return error
+        try:
+            modalities = self.props().modalities  # type: ignore[attr-defined]
+        except LlamaCppError:
+            return error
+        missing = sorted(kind for kind in sent if modalities.get(kind) is False)
+        if not missing:
+            return error
+        return ModalityNotSupportedError(
+            f"the loaded model has no {missing[0]} input (start llama-server with a matching --mmproj); "
+            f"server said: {error.message}",
+            modality=missing[0],
+            status_code=error.status_code,
+            error_type=error.error_type,
+            body=error.body,
+        )
+
+    def chat(
+        self,
+        messages: Any,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Return the whole answer at once (built on `stream`; same arguments and errors)."""
+        with self.stream(messages, tool_specs, system_prompt, **kwargs) as events:
+            return collect_result(events)
+
+    def stream_text(self, messages: Any, system_prompt: Optional[str] = None, **kwargs: Any) -> Iterator[str]:
+        """Yield just the text pieces of the answer as they arrive (built on `stream`)."""
+        with self.stream(messages, None, system_prompt, **kwargs) as events:
+            for event in events:
+                delta = event.get("contentBlockDelta")
+                if delta is not None and "text" in delta["delta"]:
+                    yield delta["delta"]["text"]
+
+    def structured_output(
+        self, output_model: Any, prompt: Any, system_prompt: Optional[str] = None, **kwargs: Any
+    ) -> EventStream:
+        """Stream an answer constrained to a JSON Schema, then yield `{"output": obj}`.
+
+        Args:
+            output_model: A dataclass, a pydantic model class, or a JSON Schema dict.
+            prompt: Strands messages, or a string.
+            system_prompt: A system prompt.
+            **kwargs: Request fields for this call only.
+
+        Yields:
+            The stream's events, then `{"output": obj}` with an instance of `output_model`
+            (or the validated dict for a schema).
+
+        Raises:
+            InvalidRequestError: At once, for an output model without a JSON Schema.
+            StructuredOutputError: When the answer is not valid JSON for the schema.
+        """
+        spec = output_spec(output_model)
+        events = self.stream(prompt, None, system_prompt, **{**kwargs, "json_schema": spec.schema})
+        return EventStream(self._structured(events, spec), events._call)
+
+    @staticmethod
+    def _structured(events: EventStream, spec: Any) -> Iterator[dict]:
+        text: list[str] = []
+        stop_reason = "end_turn"
+        with events:
+            for event in events:
+                delta = event.get("contentBlockDelta")
+                if delta is not None and "text" in delta["delta"]:
+                    text.append(delta["delta"]["text"])
+                elif "messageStop" in event:
+                    stop_reason = event["messageStop"]["stopReason"]
+                yield event
+        yield {"output": parse_output(spec, "".join(text), stop_reason)}
+
+    def count_tokens(
+        self,
+        messages: Any,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
+        *,
+        estimate: bool = True,
+    ) -> int:
+        """Count the prompt tokens of a request exactly: `/apply-template`, then `/tokenize`.
+
+        Args:
+            messages: Strands messages, or a string.
+            tool_specs: Tool specs (their definitions count too).
+            system_prompt: A system prompt.
+            system_prompt_content: Strands system content blocks.
+            estimate: When the server has no such endpoints or cannot be reached, return an
+                estimate (characters / 4, logged as a warning) instead of raising.
+
+        Raises:
+            NotSupportedError, TransportError: With `estimate=False`, when the server cannot count.
+        """
+        body = _wire.build_chat_request(
+            messages,
+            model_id=self._config.model_id,
+            params={},
+            tool_specs=tool_specs,
+            system_prompt=system_prompt,
+            system_prompt_content=system_prompt_content,
+        )
+        try:
+            prompt = self._field(self._post("/apply-template", body), "prompt", str, "/apply-template")
+            tokens = self._field(self._post("/tokenize", {"content": prompt}), "tokens", list, "/tokenize")
+            return len(tokens)
+        except (NotSupportedError, TransportError) as exc:
+            if not estimate:
+                raise
+            guess = len(json.dumps(body["messages"]) + json.dumps(body.get("tools", []))) // 4
+            logger.warning("token count estimated (%d) because the server could not count: %s", guess, exc)
+            return guess

@@ -1,0 +1,235 @@
+"""The base of `LlamaCppModel`: one server's transport, the configuration, and how calls are made.
+
+The model's jobs (chat streaming, inference endpoints, server management) are mixins over this
+base, each in its module; this module holds what they share and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any, Mapping, Optional
+
+from urllib3.util.retry import Retry
+
+from ._config import (
+    DEFAULT_BASE_URL,
+    Limits,
+    ModelConfig,
+    TimeoutValue,
+    check_api_key,
+    check_headers,
+    normalize_params,
+    normalize_timeout,
+)
+from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
+from ._json import encode_body
+from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
+
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE"]
+
+logger = logging.getLogger("llamacpp_lite")
+
+API_KEY_ENV = "LLAMACPP_API_KEY"
+"""Environment variable read for the API key when none is passed."""
+
+BASE_URL_ENV = "LLAMACPP_BASE_URL"
+"""Environment variable read for the server's URL when none is passed."""
+
+DEFAULT_POOL_MAXSIZE = 64
+"""Connections kept open per server: one per concurrent stream you expect."""
+
+_CONTEXT_RETRY_S = 30.0  # a failed look-up of the server's context size is not repeated sooner
+
+
+def _base_url(url: Any) -> tuple[str, Optional[tuple[str, str]]]:
+    """Return the URL without credentials, a trailing slash or a trailing `/v1`, and the credentials."""
+    if not isinstance(url, str):
+        raise InvalidRequestError(f"base_url must be a string, got {type(url).__name__}")
+    clean, credentials = split_credentials(url.strip())
+    if not clean.startswith(("http://", "https://")) or len(clean) <= len("https://"):
+        raise InvalidRequestError(f"base_url must be an http(s) URL, got {clean!r}")
+    clean = clean.rstrip("/")
+    return (clean[: -len("/v1")] if clean.endswith("/v1") else clean), credentials
+
+
+def _retry_policy(retry: Any) -> Retry:
+    if retry is None:
+        return DEFAULT_RETRY.new(connect=0, status=0)
+    if isinstance(retry, Retry):
+        return retry
+    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+        return DEFAULT_RETRY.new(connect=retry, status=retry)
+    raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class BaseClient:
+    """What every job of `LlamaCppModel` shares: the transport, the settings and the call helpers.
+
+    See `LlamaCppModel` for the arguments.
+    """
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        timeout: Any = None,
+        *,
+        api_key: Optional[str] = None,
+        model_id: str = "default",
+        params: Optional[Mapping[str, Any]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        context_window_limit: Optional[int] = None,
+        retry: Any = DEFAULT_RETRY,
+        pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
+        verify: bool | str = True,
+        limits: Optional[Limits] = None,
+    ) -> None:
+        self.base_url, credentials = _base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
+        self._timeout = normalize_timeout(timeout)
+        self._config = ModelConfig().updated(
+            model_id=model_id, params=params, context_window_limit=context_window_limit
+        )
+        if type(pool_maxsize) is not int or pool_maxsize < 1:
+            raise InvalidRequestError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
+        if not isinstance(verify, (bool, str)):
+            raise InvalidRequestError(f"verify must be True, False or a CA bundle path, got {type(verify).__name__}")
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidRequestError(f"limits must be a Limits, got {type(limits).__name__}")
+        self._transport = Transport(
+            self.base_url,
+            api_key=check_api_key(api_key if api_key is not None else os.environ.get(API_KEY_ENV)),
+            basic=credentials,
+            headers=check_headers(headers),
+            retry=_retry_policy(retry),
+            pool_maxsize=pool_maxsize,
+            verify=verify,
+            limits=limits or Limits(),
+        )
+        self._context_lock = threading.Lock()
+        self._server_n_ctx: Optional[int] = None
+        self._n_ctx_failed_at: Optional[float] = None
+        self._n_ctx_pending = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model_id={self._config.model_id!r})"
+
+    def __enter__(self) -> "BaseClient":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections. The object can still be used; it reconnects."""
+        self._transport.close()
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def update_config(self, **model_config: Any) -> None:
+        """Replace settings (`model_id`, `params`, `context_window_limit`).
+
+        `params` replaces the previous params as a whole, as in Strands.
+
+        Raises:
+            InvalidRequestError: For an unknown key or a bad value.
+        """
+        self._config = self._config.updated(**model_config)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return a copy of the settings; changing it changes nothing here. Never holds the key."""
+        return self._config.as_dict()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings, as `get_config()` (Strands reads `config["model_id"]`)."""
+        return self._config.as_dict()
+
+    @property
+    def context_window_limit(self) -> Optional[int]:
+        """The configured limit, else the server's per-slot context size, else None.
+
+        The server is asked once. Called from a thread running an event loop, this never blocks:
+        it returns None and asks the server in the background. A failed look-up is not repeated
+        for 30 seconds.
+        """
+        if self._config.context_window_limit is not None:
+            return self._config.context_window_limit
+        with self._context_lock:
+            if self._server_n_ctx is not None or self._n_ctx_pending:
+                return self._server_n_ctx
+            if self._n_ctx_failed_at is not None and time.monotonic() - self._n_ctx_failed_at < _CONTEXT_RETRY_S:
+                return None
+            self._n_ctx_pending = True
+        if _in_event_loop():
+            threading.Thread(target=self._look_up_n_ctx, name="llamacpp-lite-props", daemon=True).start()
+            return None
+        return self._look_up_n_ctx()
+
+    def _look_up_n_ctx(self) -> Optional[int]:
+        n_ctx = failed_at = None
+        try:
+            n_ctx = self._server_context_size()
+        except LlamaCppError as exc:
+            logger.debug("context size unknown: %s", exc)
+            failed_at = time.monotonic()
+        with self._context_lock:
+            self._server_n_ctx, self._n_ctx_failed_at, self._n_ctx_pending = n_ctx, failed_at, False
+        return n_ctx
+
+    def _server_context_size(self) -> Optional[int]:
+        """The per-slot context size the server reports (overridden where the server is a router)."""
+        settings = self._object(self._get("/props"), "/props").get("default_generation_settings") or {}
+        n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
+        return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def _params(self, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The configured params with this call's `overrides` on top (both normalized)."""
+        if not overrides:
+            return self._config.params
+        return {**self._config.params, **normalize_params(overrides)}
+
+    def _get(self, path: str, *, query: Optional[Mapping[str, str]] = None, timeout: TimeoutValue | None = None,
+             call: Optional[Call] = None) -> Any:
+        return self._transport.request_json("GET", path, query=query, call=call,
+                                            timeout=self._timeout if timeout is None else timeout)
+
+    def _post(self, path: str, body: Any, *, query: Optional[Mapping[str, str]] = None,
+              call: Optional[Call] = None) -> Any:
+        return self._transport.request_json("POST", path, body=encode_body(body), query=query, call=call,
+                                            timeout=self._timeout)
+
+    @staticmethod
+    def _shape_error(path: str, expected: str, answer: Any) -> StreamError:
+        return StreamError(f"{path} answered with something other than {expected}", payload=preview(answer))
+
+    @classmethod
+    def _object(cls, answer: Any, path: str) -> dict[str, Any]:
+        """Return `answer`, checked to be a JSON object."""
+        if not isinstance(answer, dict):
+            raise cls._shape_error(path, "an object", answer)
+        return answer
+
+    @staticmethod
+    def _field(answer: Any, name: str, kind: type, path: str) -> Any:
+        """Return `answer[name]`, checked to be a `kind`.
+
+        Raises:
+            StreamError: When the answer is not an object with such a field.
+        """
+        value = answer.get(name) if isinstance(answer, dict) else None
+        if not isinstance(value, kind):
+            raise StreamError(f"{path} answered without a {kind.__name__} {name!r}", payload=preview(answer))
+        return value
