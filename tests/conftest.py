@@ -127,6 +127,63 @@ def reasoning_server(llama_server_binary: pathlib.Path, tiny_reasoning_model: pa
     yield from _serve(llama_server_binary, tiny_reasoning_model, "-c", "2048", "-np", "1")
 
 
+@pytest.fixture(scope="session")
+def tiny_mmproj(model_dir: pathlib.Path) -> pathlib.Path:
+    """The tiny multimodal projector: a vision (mlp) and an audio (ultravox) encoder."""
+    from llamacpp_lite.testing import write_tiny_mmproj
+
+    return write_tiny_mmproj(model_dir / "tiny-mmproj.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_fim_model(model_dir: pathlib.Path) -> pathlib.Path:
+    """The tiny chat model with fill-in-the-middle tokens (POST /infill works)."""
+    from llamacpp_lite.testing import write_tiny_model
+
+    return write_tiny_model(model_dir / "tiny-chat-fim.gguf", variant="chat", fim=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(model_dir: pathlib.Path) -> pathlib.Path:
+    """A LoRA adapter for the tiny chat model (changes its text, not its structure)."""
+    from llamacpp_lite.testing import write_tiny_lora
+
+    return write_tiny_lora(model_dir / "tiny-lora.gguf")
+
+
+@pytest.fixture(scope="session")
+def mm_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path,
+              tiny_mmproj: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model with the projector: accepts image_url and input_audio parts."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "--mmproj", str(tiny_mmproj))
+
+
+@pytest.fixture(scope="session")
+def fim_server(llama_server_binary: pathlib.Path, tiny_fim_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server on the FIM model (POST /infill answers 200).
+
+    `-b 512`: /infill keeps `input_extra` only within n_ctx - n_batch - 2 * n_predict tokens, so with
+    the default batch (2048, the whole context) every extra chunk would be dropped.
+    """
+    yield from _serve(llama_server_binary, tiny_fim_model, "-c", "2048", "-np", "1", "-b", "512")
+
+
+@pytest.fixture(scope="session")
+def lora_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path,
+                tiny_lora: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model with the LoRA adapter loaded as id 0 (scale 1 unless a request says otherwise)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "--lora", str(tiny_lora))
+
+
+@pytest.fixture(scope="session")
+def bad_tool_call_server(llama_server_binary: pathlib.Path, model_dir: pathlib.Path) -> Iterator[LlamaServer]:
+    """A server on the bad_tool_call model: offered a tool with a string parameter, its call fails to parse."""
+    from llamacpp_lite.testing import write_tiny_model
+
+    model = write_tiny_model(model_dir / "tiny-bad-tool-call.gguf", variant="bad_tool_call")
+    yield from _serve(llama_server_binary, model, "-c", "2048", "-np", "1")
+
+
 @pytest.fixture
 def real_model(real_server: LlamaServer) -> Iterator[LlamaCppModel]:
     """A client of the default real server."""

@@ -68,10 +68,23 @@ change the outcome):
   until the timer is stale again and ``<|im_end|>`` wins. With
   ``enable_thinking: false`` the template prefills an empty think block and
   the model answers with ~10 tokens of text (and does not call tools).
+* bad_tool_call variant: the chat variant plus one rule: right after a ``"``,
+  with tools offered and no tool result in the prompt, the byte 0xF8 wins.
+  Inside a tool call's JSON string llama.cpp's grammar accepts it (as the
+  lead byte of a 4-byte sequence, then forces three continuation bytes) but
+  its output parser rejects it, so the server reports "The model produced
+  output that does not match the expected peg-native format". Tools whose
+  arguments hold no string (e.g. only integers) still get a valid call.
+
+``fim=True`` (either variant) appends six fill-in-the-middle control tokens
+and their ``tokenizer.ggml.fim_*_token_id`` keys. Their embedding rows are
+new (the existing rows are untouched, so chats are unchanged);
+``<|fim_middle|>`` carries the ``<|im_start|>`` flag, so an infill starts a
+fresh "turn": ~19 tokens of text, then ``<|im_end|>``.
 
 Usage::
 
-    python -m llamacpp_lite.testing.tiny_model /tmp/tiny.gguf --variant chat
+    python -m llamacpp_lite.testing model /tmp/tiny.gguf --variant chat [--fim]
 """
 
 from __future__ import annotations
@@ -85,9 +98,11 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-__all__ = ["VARIANTS", "write_tiny_model"]
+__all__ = ["FIM_TOKENS", "VARIANTS", "write_tiny_model"]
 
-VARIANTS = ("chat", "reasoning")
+VARIANTS = ("chat", "reasoning", "bad_tool_call")
+# The wiring each variant is built on ("bad_tool_call" is "chat" plus one rule).
+_BASE_VARIANT = {"chat": "chat", "reasoning": "reasoning", "bad_tool_call": "chat"}
 
 N_EMBD = 64
 N_LAYER = 2
@@ -143,6 +158,24 @@ SPECIAL_TOKENS = (
     ("<tool_response>", gguf.TokenType.USER_DEFINED),
     ("</tool_response>", gguf.TokenType.USER_DEFINED),
 )
+
+# Fill-in-the-middle tokens (Qwen2.5-Coder spelling), appended to the
+# vocabulary only when ``fim=True``, as (text, gguf metadata key).
+FIM_TOKENS = (
+    ("<|fim_prefix|>", gguf.Keys.Tokenizer.FIM_PRE_ID),
+    ("<|fim_suffix|>", gguf.Keys.Tokenizer.FIM_SUF_ID),
+    ("<|fim_middle|>", gguf.Keys.Tokenizer.FIM_MID_ID),
+    ("<|fim_pad|>", gguf.Keys.Tokenizer.FIM_PAD_ID),
+    ("<|repo_name|>", gguf.Keys.Tokenizer.FIM_REP_ID),
+    ("<|file_sep|>", gguf.Keys.Tokenizer.FIM_SEP_ID),
+)
+FIM_SEED = SEED + 1
+# bad_tool_call: the byte written right after a '"' when tools are offered. As
+# a UTF-8 lead byte it announces a 4-byte sequence (the server's grammar then
+# forces three continuation bytes), but no valid UTF-8 starts with 0xF8, so
+# llama.cpp's grammar accepts it inside a JSON string and its output parser
+# rejects it.
+BAD_BYTE = 0xF8
 
 # BPE merges, in rank order. The first eight make "assistant" a single token,
 # so the first generated position sits 2 tokens after <|im_start|>.
@@ -615,14 +648,83 @@ def build_tensors(vocab: Vocab, variant: str) -> dict[str, np.ndarray]:
     return {name: array.astype(np.float32) for name, array in tensors.items()}
 
 
-def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat") -> pathlib.Path:
+def _with_fim_tokens(vocab: Vocab) -> Vocab:
+    """Returns the vocabulary with the FIM tokens appended (as control tokens)."""
+    tokens = vocab.tokens + tuple(text for text, _ in FIM_TOKENS)
+    types = vocab.types + (int(gguf.TokenType.CONTROL),) * len(FIM_TOKENS)
+    return Vocab(tokens, types, vocab.merges, {text: index for index, text in enumerate(tokens)})
+
+
+def _add_fim_rows(tensors: dict[str, np.ndarray], n_extra: int, middle_row: int) -> None:
+    """Extends the embedding and output matrices with rows for the FIM tokens.
+
+    The existing rows and the seeded random stream they came from stay as
+    they are, so a FIM model chats exactly like the model without FIM. The
+    new tokens get the constant dim and a content vector of their own (from
+    a separate seed); ``<|fim_middle|>`` also gets the ``<|im_start|>`` flag,
+    so the timers restart there and an infill is ~19 tokens of text, then
+    ``<|im_end|>`` (end of generation). The new output rows only carry a
+    -40 bias: the model never writes a FIM token.
+
+    Args:
+        tensors: The model's tensors from :func:`build_tensors` (changed in place).
+        n_extra: How many tokens were appended.
+        middle_row: The index, among the appended tokens, of ``<|fim_middle|>``.
+    """
+    rng = np.random.default_rng(FIM_SEED)
+    content = rng.standard_normal((n_extra, D_CONTENT.stop - D_CONTENT.start))
+    content *= CONTENT_NORM / np.linalg.norm(content, axis=1, keepdims=True)
+    embd = np.zeros((n_extra, N_EMBD))
+    embd[:, D_CONST] = CONST_VALUE
+    embd[:, D_CONTENT] = content
+    embd[middle_row, D_IM_START] = 1.0
+    out = np.zeros((n_extra, N_EMBD))
+    out[:, D_CONST] = -40.0 / CONST_VALUE
+    tensors["token_embd.weight"] = np.concatenate([tensors["token_embd.weight"], embd.astype(np.float32)])
+    tensors["output.weight"] = np.concatenate([tensors["output.weight"], out.astype(np.float32)])
+
+
+def _add_bad_tool_call_rule(tensors: dict[str, np.ndarray], vocab: Vocab) -> None:
+    """Makes the model write :data:`BAD_BYTE` right after a '"' when tools are offered.
+
+    The byte's logit is -100 plus 60 for "the current token is '\"'" plus 60
+    for "tools are offered" minus 60 for "a tool result is in the prompt",
+    so it is +20 (beating every text token) only at the start of a JSON
+    string inside a tool call (and of a quoted word in text, which the model
+    does not write before its first tool call), and -40 (never chosen)
+    elsewhere. Plain chats and answers after a tool result are unchanged.
+    """
+    row = tensors["output.weight"][vocab.byte_id(BAD_BYTE)]
+    row[D_CONST] = -100.0 / CONST_VALUE
+    row[D_QUOTE] = 60.0
+    row[D_TOOLS] = 60.0
+    row[D_RESULT] = -60.0
+
+
+def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat", *,
+                     fim: bool = False) -> pathlib.Path:
     """Writes the tiny GGUF model to ``path``.
+
+    The same arguments always give the same bytes.
 
     Args:
         path: Where to write the ``.gguf`` file (parent folders must exist).
         variant: ``"chat"``: Qwen2.5-Instruct style ChatML template with
             Hermes ``<tool_call>`` tools. ``"reasoning"``: Qwen3-style
             template with ``<think>`` handling (``reasoning_content``).
+            ``"bad_tool_call"``: the chat model, except that inside a tool
+            call every JSON string value starts with a byte that is not valid
+            UTF-8; the server's grammar lets it through and its output parser
+            rejects it, so a chat that offers a tool with a string parameter
+            gets llama-server's "The model produced output that does not match
+            the expected peg-native format" (500, or an SSE error event when
+            streamed). Chats without tools behave as with ``"chat"``.
+        fim: Add fill-in-the-middle tokens (``<|fim_prefix|>``,
+            ``<|fim_suffix|>``, ``<|fim_middle|>``, ``<|fim_pad|>``,
+            ``<|repo_name|>``, ``<|file_sep|>``, see :data:`FIM_TOKENS`) and
+            their ``tokenizer.ggml.fim_*_token_id`` keys, so ``POST /infill``
+            answers 200 with ~19 tokens of text (without them: 501). Chats
+            are unchanged: the same greedy text as without ``fim``.
 
     Returns:
         The path written, as a :class:`pathlib.Path`.
@@ -632,10 +734,18 @@ def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat") -> pat
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    base = _BASE_VARIANT[variant]
     target = pathlib.Path(path)
     vocab = build_vocab()
+    tensors = build_tensors(vocab, base)
+    if variant == "bad_tool_call":
+        _add_bad_tool_call_rule(tensors, vocab)
+    if fim:
+        n_base = len(vocab.tokens)
+        vocab = _with_fim_tokens(vocab)
+        _add_fim_rows(tensors, len(FIM_TOKENS), vocab.ids["<|fim_middle|>"] - n_base)
     writer = gguf.GGUFWriter(str(target), "llama")
-    writer.add_name(f"llamacpp-lite-tiny-{variant}")
+    writer.add_name(f"llamacpp-lite-tiny-{variant}" + ("-fim" if fim else ""))
     writer.add_context_length(N_CTX)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
@@ -655,9 +765,12 @@ def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat") -> pat
     writer.add_bos_token_id(vocab.ids["<|endoftext|>"])
     writer.add_eos_token_id(vocab.ids["<|im_end|>"])
     writer.add_pad_token_id(vocab.ids["<|endoftext|>"])
+    if fim:
+        for text, key in FIM_TOKENS:
+            writer.add_uint32(key, vocab.ids[text])
     writer.add_add_bos_token(False)
-    writer.add_chat_template(chat_template(variant))
-    for name, array in build_tensors(vocab, variant).items():
+    writer.add_chat_template(chat_template(base))
+    for name, array in tensors.items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -667,12 +780,13 @@ def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat") -> pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``tiny_model.py PATH [--variant chat|reasoning]``."""
+    """Command line: ``tiny_model.py PATH [--variant chat|reasoning|bad_tool_call] [--fim]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", help="where to write the .gguf file")
     parser.add_argument("--variant", choices=VARIANTS, default="chat")
+    parser.add_argument("--fim", action="store_true", help="add fill-in-the-middle tokens (POST /infill)")
     args = parser.parse_args(argv)
-    print(write_tiny_model(args.path, args.variant))
+    print(write_tiny_model(args.path, args.variant, fim=args.fim))
 
 
 if __name__ == "__main__":
