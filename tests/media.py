@@ -1,30 +1,21 @@
 """Tiny, valid media files in every format llama-server decodes, written here byte by byte.
 
-Images are 8x8 (a gradient; JPEG is flat grey), audio is silence at 16 kHz (MP3: 44.1 kHz
-frames of zeros, which decode as silence). Each writer is the smallest correct encoding of its
+Images are 8x8 (a gradient; JPEG is flat grey; GIF 1x1), audio lasts a second (MP3: 44.1 kHz
+frames of zeros, which decode as silence; FLAC: 16 kHz silence); PNG and WAV come from
+`llamacpp_lite.testing.media`. Each writer is the smallest correct encoding of its
 format that stb_image (images) or miniaudio (wav, mp3, flac) accepts; `tests/test_media_real.py`
 checks them against a real llama-server, which is the point of having them.
 """
 
 from __future__ import annotations
 
-import io
 import struct
-import wave
-import zlib
 from typing import Callable
+
+from llamacpp_lite.testing.media import tiny_png, tiny_wav
 
 SIDE = 8
 PIXELS = [(x * 32, y * 32, 128) for y in range(SIDE) for x in range(SIDE)]  # RGB, rows top to bottom
-
-
-def png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(c for p in PIXELS[y * SIDE:(y + 1) * SIDE] for c in p) for y in range(SIDE))
-    header = struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def jpeg() -> bytes:
@@ -86,16 +77,6 @@ def pgm() -> bytes:
 RATE = 16000
 
 
-def wav(seconds: float = 1.0) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(b"\x00\x00" * int(RATE * seconds))
-    return buffer.getvalue()
-
-
 def mp3(seconds: float = 1.0) -> bytes:
     """MPEG-1 Layer III, 128 kbit/s, 44.1 kHz mono: frames of header + zero side info and data."""
     frame = b"\xff\xfb\x90\xc4" + bytes(417 - 4)  # 144 * 128000 // 44100 = 417 bytes, no padding
@@ -126,7 +107,7 @@ def flac(seconds: float = 1.0) -> bytes:
 
 
 IMAGES: dict[str, Callable[[], bytes]] = {
-    "png": png, "jpeg": jpeg, "jpg": jpeg, "gif": gif, "bmp": bmp, "tga": tga, "psd": psd, "hdr": hdr,
+    "png": tiny_png, "jpeg": jpeg, "jpg": jpeg, "gif": gif, "bmp": bmp, "tga": tga, "psd": psd, "hdr": hdr,
     "pnm": ppm, "ppm": ppm, "pgm": pgm,
 }
-AUDIO: dict[str, Callable[[], bytes]] = {"wav": wav, "mp3": mp3, "flac": flac}
+AUDIO: dict[str, Callable[[], bytes]] = {"wav": tiny_wav, "mp3": mp3, "flac": flac}
