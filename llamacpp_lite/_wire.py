@@ -1,28 +1,37 @@
 """Pure translation of Strands-shaped input into llama-server's chat-completions request body.
 
 No network and no configuration state: every function takes what it needs and returns a new
-value, so the exact JSON a call sends can be unit-tested.
+value, so the exact JSON a call sends can be unit-tested. Content blocks are translated by
+`_content`; this module places them in messages and adds tools, tool choice and params.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any, Iterable, Mapping, Sequence
 
+from ._content import STRUCTURAL_KEYS, as_content, block_parts, dumps
 from ._errors import InvalidRequestError
 
 __all__ = ["build_chat_request", "format_messages", "format_tools", "to_messages"]
 
-TEXT_DOCUMENT_FORMATS = frozenset({"txt", "md", "csv", "html", "json"})
-"""Document formats inlined as text; any other format (pdf, docx, ...) is refused."""
-
-_IMAGE_MIME = {"jpg": "jpeg"}
 _RESERVED_PARAMS = frozenset({"messages", "model", "stream", "tools"})
-_TOOL_CHOICE_STRINGS = {"auto": "auto", "any": "required"}
+_STRUCTURAL_BY_ROLE = {
+    "user": frozenset({"toolResult"}),
+    "assistant": frozenset({"toolUse", "reasoningContent"}),
+    "system": frozenset(),
+}
+_HOME = {"toolUse": "an assistant", "reasoningContent": "an assistant", "toolResult": "a user"}
+_TOOL_CHOICE_SHAPES = "{'auto': {}}, {'any': {}} or {'tool': {'name': ...}}"
+_EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
-def to_messages(messages: Any) -> list[Mapping[str, Any]]:
+def _list(value: Any, what: str) -> list[Any] | tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidRequestError(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def to_messages(messages: Any) -> list[Any]:
     """Return `messages` as a list of Strands messages; a plain string is one user message.
 
     Raises:
@@ -30,145 +39,109 @@ def to_messages(messages: Any) -> list[Mapping[str, Any]]:
     """
     if isinstance(messages, str):
         return [{"role": "user", "content": [{"text": messages}]}]
-    if not isinstance(messages, (list, tuple)):
-        raise InvalidRequestError(f"messages must be a string or a list of messages, got {type(messages).__name__}")
-    return list(messages)
+    return list(_list(messages, "messages (or a string)"))
 
 
-def _b64(data: Any, what: str) -> str:
-    if not isinstance(data, (bytes, bytearray)):
-        raise InvalidRequestError(f"{what} source must be {{'bytes': ...}} with bytes, got {type(data).__name__}")
-    return base64.b64encode(data).decode("ascii")
+def _tool_call(tool_use: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tool_use, Mapping):
+        raise InvalidRequestError(f"{where}: toolUse must be a mapping, got {type(tool_use).__name__}")
+    tool_use_id, name = tool_use.get("toolUseId"), tool_use.get("name")
+    if not isinstance(tool_use_id, str) or not isinstance(name, str):
+        raise InvalidRequestError(f"{where}: toolUse needs a string 'toolUseId' and 'name'")
+    arguments = dumps(tool_use.get("input", {}), f"{where}: toolUse {name!r} input")
+    return {"id": tool_use_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def _source_bytes(block: Mapping[str, Any], what: str) -> Any:
-    source = block.get("source")
-    if not isinstance(source, Mapping):
-        raise InvalidRequestError(f"{what} block needs a 'source' mapping")
-    if "location" in source and "bytes" not in source:
-        raise InvalidRequestError(
-            f"{what} with a location source (e.g. S3) cannot be sent to llama-server; pass the bytes instead"
-        )
-    return source.get("bytes")
+def _tool_message(result: Any, where: str) -> dict[str, Any]:
+    if not isinstance(result, Mapping) or not isinstance(result.get("toolUseId"), str):
+        raise InvalidRequestError(f"{where}: toolResult must be a mapping with a string 'toolUseId'")
+    where = f"{where} toolResult {result['toolUseId']!r}"
+    blocks = _list(result.get("content", []), f"{where}: content")
+    parts = [part for block in blocks for part in block_parts(block, where)]
+    return {"role": "tool", "tool_call_id": result["toolUseId"], "content": as_content(parts) if parts else ""}
 
 
-def _document_part(document: Mapping[str, Any]) -> dict[str, Any]:
-    fmt = str(document.get("format", "")).lower()
-    name = document.get("name", "document")
-    if fmt not in TEXT_DOCUMENT_FORMATS:
-        raise InvalidRequestError(
-            f"document {name!r} has format {fmt!r}, which llama-server cannot read; "
-            f"only text formats ({', '.join(sorted(TEXT_DOCUMENT_FORMATS))}) are inlined"
-        )
-    data = _source_bytes(document, "document")
-    if not isinstance(data, (bytes, bytearray)):
-        raise InvalidRequestError(f"document {name!r} source must be {{'bytes': ...}}")
-    try:
-        text = bytes(data).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequestError(f"document {name!r} ({fmt}) is not UTF-8 text: {exc}") from None
-    return {"type": "text", "text": f"[document: {name} ({fmt})]\n{text}"}
+def _reasoning_text(reasoning: Any, where: str) -> str:
+    """The text of a reasoningContent block; redacted reasoning has no llama-server field."""
+    if isinstance(reasoning, Mapping):
+        text_block = reasoning.get("reasoningText")
+        if isinstance(text_block, Mapping) and isinstance(text_block.get("text"), str):
+            return text_block["text"]
+        if text_block is None and isinstance(reasoning.get("redactedContent"), (bytes, bytearray)):
+            return ""
+    raise InvalidRequestError(
+        f"{where}: reasoningContent must be {{'reasoningText': {{'text': str}}}} or {{'redactedContent': bytes}}"
+    )
 
 
-def _content_part(block: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Translate one user/tool content block into a chat content part (None: nothing to send)."""
-    if "text" in block:
-        return {"type": "text", "text": block["text"]}
-    if "image" in block:
-        image = block["image"]
-        fmt = str(image.get("format", "png")).lower()
-        data = _b64(_source_bytes(image, "image"), "image")
-        return {"type": "image_url", "image_url": {"url": f"data:image/{_IMAGE_MIME.get(fmt, fmt)};base64,{data}"}}
-    if "audio" in block:
-        audio = block["audio"]
-        data = _b64(_source_bytes(audio, "audio"), "audio")  # raw base64: the server refuses data URIs here
-        return {"type": "input_audio", "input_audio": {"data": data, "format": audio.get("format", "wav")}}
-    if "video" in block:
-        data = _b64(_source_bytes(block["video"], "video"), "video")
-        return {"type": "input_video", "input_video": {"data": data}}
-    if "document" in block:
-        return _document_part(block["document"])
-    if "json" in block:
-        return {"type": "text", "text": json.dumps(block["json"], ensure_ascii=False)}
-    if "cachePoint" in block:
-        return None  # llama-server caches the shared prompt prefix by itself
-    raise InvalidRequestError(f"unsupported content block {sorted(block)!r}")
-
-
-def _content(parts: list[dict[str, Any]]) -> Any:
-    """Send a lone text part as a plain string, anything else as a list of parts."""
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        return parts[0]["text"]
-    return parts
-
-
-def _tool_call(tool_use: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        arguments = json.dumps(tool_use.get("input", {}), ensure_ascii=False)
-        return {
-            "id": tool_use["toolUseId"],
-            "type": "function",
-            "function": {"name": tool_use["name"], "arguments": arguments},
-        }
-    except KeyError as exc:
-        raise InvalidRequestError(f"toolUse block lacks {exc.args[0]!r}") from None
-    except TypeError as exc:
-        raise InvalidRequestError(f"toolUse input is not JSON-serializable: {exc}") from None
-
-
-def _tool_message(result: Mapping[str, Any]) -> dict[str, Any]:
-    if "toolUseId" not in result:
-        raise InvalidRequestError("toolResult block lacks 'toolUseId'")
-    parts = [part for part in map(_content_part, result.get("content", [])) if part is not None]
-    if not parts:
-        parts = [{"type": "text", "text": ""}]
-    return {"role": "tool", "tool_call_id": result["toolUseId"], "content": _content(parts)}
+def _assistant_message(parts: list[dict[str, Any]], tool_calls: list[dict[str, Any]],
+                       reasoning: str) -> list[dict[str, Any]]:
+    """The assistant message, or none when it has nothing to send (e.g. only redacted reasoning)."""
+    if not (parts or tool_calls or reasoning):
+        return []
+    message: dict[str, Any] = {"role": "assistant"}
+    if parts or not tool_calls:
+        message["content"] = as_content(parts) if parts else ""  # the server wants content or tool calls
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        message["reasoning_content"] = reasoning  # the chat template decides whether to render it
+    return [message]
 
 
 def _format_message(index: int, message: Any) -> list[dict[str, Any]]:
-    if not isinstance(message, Mapping) or "role" not in message:
+    """Translate one Strands message into zero or more chat messages (tool results are their own)."""
+    if not isinstance(message, Mapping):
         raise InvalidRequestError(f"message {index} must be a mapping with 'role' and 'content'")
-    role = message["role"]
+    role = message.get("role")
+    if not isinstance(role, str) or role not in _STRUCTURAL_BY_ROLE:
+        raise InvalidRequestError(f"message {index}: role must be 'user', 'assistant' or 'system', got {role!r:.40}")
+    where = f"message {index} ({role})"
     blocks = message.get("content")
-    if isinstance(blocks, str):
-        blocks = [{"text": blocks}]
-    if role not in ("user", "assistant") or not isinstance(blocks, (list, tuple)):
-        raise InvalidRequestError(f"message {index}: role must be 'user' or 'assistant' and content a list")
+    blocks = _list([{"text": blocks}] if isinstance(blocks, str) else blocks, f"{where}: content")
+    allowed = _STRUCTURAL_BY_ROLE[role]
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     reasoning: list[str] = []
     for block in blocks:
-        if not isinstance(block, Mapping):
-            raise InvalidRequestError(f"message {index}: content blocks must be mappings")
-        if "toolUse" in block:
-            tool_calls.append(_tool_call(block["toolUse"]))
-        elif "toolResult" in block:
-            out.append(_tool_message(block["toolResult"]))
-        elif "reasoningContent" in block:
-            # Sent back as `reasoning_content`; the chat template decides whether to render it.
-            text = block["reasoningContent"].get("reasoningText", {}).get("text")
-            if text:
-                reasoning.append(text)
-        else:
-            part = _content_part(block)
-            if part is not None:
-                parts.append(part)
+        if isinstance(block, Mapping):
+            misplaced = STRUCTURAL_KEYS.intersection(block).difference(allowed)
+            if misplaced:
+                key = min(misplaced)
+                raise InvalidRequestError(f"{where}: a {key!r} block belongs in {_HOME[key]} message")
+            if "toolUse" in block:
+                tool_calls.append(_tool_call(block["toolUse"], where))
+            if "toolResult" in block:
+                out.append(_tool_message(block["toolResult"], where))
+            if "reasoningContent" in block:
+                reasoning.append(_reasoning_text(block["reasoningContent"], where))
+        parts.extend(block_parts(block, where, allowed))
     if role == "assistant":
-        if parts or tool_calls or reasoning:
-            assistant: dict[str, Any] = {"role": "assistant"}
-            if parts:
-                assistant["content"] = _content(parts)
-            if tool_calls:
-                assistant["tool_calls"] = tool_calls
-            if reasoning:
-                assistant["reasoning_content"] = "".join(reasoning)
-            out.append(assistant)
-    elif parts:
-        out.append({"role": "user", "content": _content(parts)})
+        return _assistant_message(parts, tool_calls, "".join(reasoning))
+    if parts:
+        out.append({"role": role, "content": as_content(parts)})
     elif not out:
-        raise InvalidRequestError(f"message {index} (user) has no content to send")
+        raise InvalidRequestError(f"{where} has no content to send")
     return out
+
+
+def _system_text(system_prompt: Any, system_prompt_content: Any) -> str | None:
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise InvalidRequestError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
+    if system_prompt_content is None:
+        return system_prompt
+    texts = []
+    for block in _list(system_prompt_content, "system_prompt_content"):
+        if not isinstance(block, Mapping):
+            raise InvalidRequestError(f"system_prompt_content blocks must be mappings, got {type(block).__name__}")
+        for key, value in block.items():
+            if key == "text" and isinstance(value, str):
+                texts.append(value)
+            elif key != "cachePoint":
+                raise InvalidRequestError(f"system_prompt_content blocks carry a string 'text' or a 'cachePoint', "
+                                          f"got {key!r:.40} holding {type(value).__name__}")
+    return "".join(texts)
 
 
 def format_messages(
@@ -178,59 +151,65 @@ def format_messages(
 ) -> list[dict[str, Any]]:
     """Translate Strands messages and a system prompt into chat-completions messages.
 
-    `system_prompt_content` (Strands system blocks) wins over `system_prompt` when both are
-    given; its `cachePoint` blocks are skipped.
+    The system prompt comes first: `system_prompt_content` (Strands system blocks, joined, its
+    `cachePoint` blocks skipped) when given, else `system_prompt`. `system` messages inside
+    `messages` are sent as they are, where they are.
+
+    Args:
+        messages: Strands messages (roles `user`, `assistant`, `system`).
+        system_prompt: A system prompt.
+        system_prompt_content: Strands system content blocks (win over `system_prompt`).
+
+    Returns:
+        The chat-completions messages.
 
     Raises:
         InvalidRequestError: For a message or block that cannot be sent.
     """
     formatted: list[dict[str, Any]] = []
-    if system_prompt_content is not None:
-        system_text = "".join(block["text"] for block in system_prompt_content if "text" in block)
-    else:
-        system_text = system_prompt
+    system_text = _system_text(system_prompt, system_prompt_content)
     if system_text:
         formatted.append({"role": "system", "content": system_text})
-    for index, message in enumerate(messages):
+    for index, message in enumerate(_list(messages, "messages")):
         formatted.extend(_format_message(index, message))
     return formatted
 
 
-def format_tools(tool_specs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def format_tools(tool_specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Translate Strands tool specs (`inputSchema: {"json": schema}`) into OpenAI function tools.
 
     Raises:
-        InvalidRequestError: When a spec has no name.
+        InvalidRequestError: For a spec that is not a mapping, or lacks a string name, or whose
+            description or input schema has the wrong type.
     """
     tools = []
-    for spec in tool_specs:
-        if "name" not in spec:
-            raise InvalidRequestError(f"tool spec without a name: {spec!r}")
-        schema = spec.get("inputSchema", {"json": {"type": "object", "properties": {}}})
+    for index, spec in enumerate(_list(tool_specs, "tool_specs")):
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise InvalidRequestError(f"tool spec {index} must be a mapping with a non-empty string 'name'")
+        name, description = spec["name"], spec.get("description", "")
+        schema = spec.get("inputSchema", {"json": _EMPTY_SCHEMA})
         schema = schema.get("json", schema) if isinstance(schema, Mapping) else schema
-        function = {"name": spec["name"], "description": spec.get("description", ""), "parameters": schema}
+        if not isinstance(description, (str, type(None))) or not isinstance(schema, Mapping):
+            raise InvalidRequestError(
+                f"tool spec {name!r}: description must be a string and inputSchema {{'json': <JSON Schema mapping>}}"
+            )
+        function = {"name": name, "description": description or "", "parameters": schema}
         tools.append({"type": "function", "function": function})
     return tools
 
 
-def _apply_tool_choice(
-    tool_specs: list[Mapping[str, Any]], tool_choice: Mapping[str, Any] | None
-) -> tuple[list[Mapping[str, Any]], str | None]:
-    """Return the tools to send and the `tool_choice` string llama-server understands."""
+def _tool_choice(tool_choice: Any) -> tuple[str | None, str | None]:
+    """Return the `tool_choice` string llama-server understands and the one tool named, if any."""
     if tool_choice is None:
-        return tool_specs, None
-    if not isinstance(tool_choice, Mapping) or len(tool_choice) != 1:
-        raise InvalidRequestError("tool_choice must be {'auto': {}}, {'any': {}} or {'tool': {'name': ...}}")
-    (kind, value), = tool_choice.items()
-    if kind in _TOOL_CHOICE_STRINGS:
-        return tool_specs, _TOOL_CHOICE_STRINGS[kind]
-    if kind == "tool" and isinstance(value, Mapping):
-        # llama-server ignores a named-function object, so offer only that tool and require a call.
-        chosen = [spec for spec in tool_specs if spec.get("name") == value.get("name")]
-        if not chosen:
-            raise InvalidRequestError(f"tool_choice names {value.get('name')!r}, which is not among the tool specs")
-        return chosen, "required"
-    raise InvalidRequestError(f"unknown tool_choice {dict(tool_choice)!r}")
+        return None, None
+    if isinstance(tool_choice, Mapping) and len(tool_choice) == 1:
+        (kind, value), = tool_choice.items()
+        if kind in ("auto", "any") and isinstance(value, Mapping):
+            return ("auto" if kind == "auto" else "required"), None
+        if kind == "tool" and isinstance(value, Mapping) and isinstance(value.get("name"), str):
+            # llama-server ignores a named-function object, so offer only that tool and require a call.
+            return "required", value["name"]
+    raise InvalidRequestError(f"tool_choice must be {_TOOL_CHOICE_SHAPES}, got {tool_choice!r:.80}")
 
 
 def build_chat_request(
@@ -258,8 +237,11 @@ def build_chat_request(
         A new dict, ready for `json=`.
 
     Raises:
-        InvalidRequestError: For input the server would reject or silently ignore.
+        InvalidRequestError: For any input the server would reject or silently ignore; this is
+            the only exception it raises.
     """
+    if not isinstance(params, Mapping):
+        raise InvalidRequestError(f"params must be a mapping, got {type(params).__name__}")
     reserved = _RESERVED_PARAMS.intersection(params)
     if reserved:
         raise InvalidRequestError(f"{sorted(reserved)} cannot be set through params; use the call's arguments")
@@ -267,6 +249,15 @@ def build_chat_request(
         raise InvalidRequestError("n must be 1: a stream of Strands events follows a single choice")
     if "grammar" in params and "json_schema" in params:
         raise InvalidRequestError("grammar and json_schema cannot be used together")
+    stream_options = params.get("stream_options", {})
+    if not isinstance(stream_options, Mapping):
+        raise InvalidRequestError(f"stream_options must be a mapping, got {type(stream_options).__name__}")
+    choice, named = _tool_choice(tool_choice)
+    tools = format_tools(tool_specs) if tool_specs is not None else []
+    if named is not None:
+        tools = [tool for tool in tools if tool["function"]["name"] == named]
+        if not tools:
+            raise InvalidRequestError(f"tool_choice names {named!r}, which is not among the tool specs")
     body: dict[str, Any] = {
         "model": model_id,
         "messages": format_messages(to_messages(messages), system_prompt, system_prompt_content),
@@ -276,13 +267,12 @@ def build_chat_request(
         # Only the final chunk of a verbose stream says whether a stop string ended the answer
         # (`stop_type: "word"`), which becomes the stop reason `stop_sequence`.
         body["verbose"] = True
-    if tool_specs:
+    if tools:
         if "grammar" in params:
             raise InvalidRequestError("tools cannot be combined with a custom grammar (llama-server refuses it)")
-        specs, choice = _apply_tool_choice(list(tool_specs), tool_choice)
-        body["tools"] = format_tools(specs)
+        body["tools"] = tools
         if choice is not None:
             body["tool_choice"] = choice
     body["stream"] = True
-    body["stream_options"] = {**params.get("stream_options", {}), "include_usage": True}
+    body["stream_options"] = {**stream_options, "include_usage": True}
     return body
