@@ -21,9 +21,11 @@ import asyncio
 import collections
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from ._model import LlamaCppModel
+from ._result import ChatResult, ServerProps
+from ._transport import CancelScope
 
 __all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
 
@@ -159,16 +161,43 @@ async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
                 abort()
 
 
+class _OneCall:
+    """A blocking call as a one-item iterator that `aiter_in_thread` can abort."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        self._scope = CancelScope()
+        self._pending: Any = (function, args, kwargs)
+
+    def __iter__(self) -> "_OneCall":
+        return self
+
+    def __next__(self) -> Any:
+        if self._pending is None:
+            raise StopIteration
+        function, args, kwargs = self._pending
+        self._pending = None
+        return self._scope.run(function, *args, **kwargs)
+
+    def abort(self) -> None:
+        self._scope.abort()
+
+
 async def run_in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking call in a thread of its own and return its result (or raise its exception)."""
-    one_call = (function(*args, **kwargs) for _ in (None,))  # the call happens in the worker
-    async for result in aiter_in_thread(one_call):
-        return result
+    """Run a blocking call in a thread of its own and return its result (or raise its exception).
+
+    Cancelling the awaiting task aborts the requests the call is making (see `CancelScope`).
+    """
+    async for result in aiter_in_thread(_OneCall(function, args, kwargs)):
+        return result  # type: ignore[no-any-return]
     raise RuntimeError("unreachable: the call produced no result")  # pragma: no cover
 
 
 class AsyncLlamaCppModel:
-    """The Strands `Model` interface over `LlamaCppModel`: async generators, same arguments.
+    """The Strands `Model` interface over `LlamaCppModel`: the same methods, awaitable.
+
+    Every public method of `LlamaCppModel` has a twin here with the same signature: streams are
+    async generators, the rest coroutines. Each twin is one delegating line; cancelling the
+    awaiting task closes the connection (llama-server then cancels the work).
 
     Example:
         >>> model = AsyncLlamaCppModel("http://127.0.0.1:8080", params={"max_tokens": 64})
@@ -181,7 +210,7 @@ class AsyncLlamaCppModel:
         **kwargs: The keyword arguments of `LlamaCppModel`.
     """
 
-    def __init__(self, *args: Any, model: LlamaCppModel | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, model: Optional[LlamaCppModel] = None, **kwargs: Any) -> None:
         if model is not None and (args or kwargs):
             raise TypeError("give either model= or the LlamaCppModel arguments, not both")
         self.sync = model if model is not None else LlamaCppModel(*args, **kwargs)
@@ -194,19 +223,26 @@ class AsyncLlamaCppModel:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.sync!r})"
 
+    # -- configuration (no I/O, except context_window_limit's look-up, done off the loop) ----
+
     @property
     def stateful(self) -> bool:
         """False: the server keeps no conversation; the Agent sends the whole history."""
         return False
 
     @property
-    def config(self) -> dict:
-        """The settings (Strands reads `config["model_id"]`)."""
-        return self.sync.get_config()
+    def base_url(self) -> str:
+        """See `LlamaCppModel.base_url`."""
+        return self.sync.base_url
 
     @property
-    def context_window_limit(self) -> int | None:
-        """See `LlamaCppModel.context_window_limit` (the server is asked once, blocking)."""
+    def config(self) -> dict[str, Any]:
+        """The settings (Strands reads `config["model_id"]`)."""
+        return self.sync.config
+
+    @property
+    def context_window_limit(self) -> Optional[int]:
+        """See `LlamaCppModel.context_window_limit` (inside an event loop it never blocks)."""
         return self.sync.context_window_limit
 
     def estimate_utilization(self, input_tokens: int) -> float:
@@ -217,29 +253,44 @@ class AsyncLlamaCppModel:
         """See `LlamaCppModel.update_config`."""
         self.sync.update_config(**model_config)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         """See `LlamaCppModel.get_config`."""
         return self.sync.get_config()
+
+    # -- chat ------------------------------------------------------------------------------
 
     async def stream(
         self,
         messages: Any,
-        tool_specs: Sequence[Mapping[str, Any]] | None = None,
-        system_prompt: str | None = None,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
         *,
-        tool_choice: Mapping[str, Any] | None = None,
-        system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
-        invocation_state: Mapping[str, Any] | None = None,
+        tool_choice: Optional[Mapping[str, Any]] = None,
+        system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
+        cancel_signal: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.stream`; yields the same events, asynchronously."""
-        events = self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice,
-                                  system_prompt_content=system_prompt_content, **kwargs)
-        async for event in aiter_in_thread(events):
+        async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, **kwargs)):  # noqa: E501
             yield event
 
+    async def chat(
+        self,
+        messages: Any,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """See `LlamaCppModel.chat`."""
+        return await run_in_thread(self.sync.chat, messages, tool_specs, system_prompt, **kwargs)
+
+    async def stream_text(self, messages: Any, system_prompt: Optional[str] = None, **kwargs: Any) -> AsyncIterator[str]:
+        """See `LlamaCppModel.stream_text`."""
+        async for text in aiter_in_thread(self.sync.stream_text(messages, system_prompt, **kwargs)):
+            yield text
+
     async def structured_output(
-        self, output_model: Any, prompt: Any, system_prompt: str | None = None, **kwargs: Any
+        self, output_model: Any, prompt: Any, system_prompt: Optional[str] = None, **kwargs: Any
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.structured_output`; the last event is `{"output": obj}`."""
         async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, **kwargs)):
@@ -248,16 +299,40 @@ class AsyncLlamaCppModel:
     async def count_tokens(
         self,
         messages: Any,
-        tool_specs: Sequence[Mapping[str, Any]] | None = None,
-        system_prompt: str | None = None,
-        system_prompt_content: Sequence[Mapping[str, Any]] | None = None,
+        tool_specs: Optional[Sequence[Mapping[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
+        *,
+        estimate: bool = True,
     ) -> int:
         """See `LlamaCppModel.count_tokens`."""
-        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content)
+        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content, estimate=estimate)  # noqa: E501
 
-    async def chat(self, *args: Any, **kwargs: Any) -> Any:
-        """See `LlamaCppModel.chat`."""
-        return await run_in_thread(self.sync.chat, *args, **kwargs)
+    # -- inference ---------------------------------------------------------------------------
+
+    async def tokenize(self, text: str) -> list[int]:
+        """See `LlamaCppModel.tokenize`."""
+        return await run_in_thread(self.sync.tokenize, text)
+
+    # -- server management -------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """See `LlamaCppModel.health`."""
+        return await run_in_thread(self.sync.health)
+
+    async def props(self) -> ServerProps:
+        """See `LlamaCppModel.props`."""
+        return await run_in_thread(self.sync.props)
+
+    async def slots(self) -> list:
+        """See `LlamaCppModel.slots`."""
+        return await run_in_thread(self.sync.slots)
+
+    async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> None:
+        """See `LlamaCppModel.wait_until_ready`."""
+        return await run_in_thread(self.sync.wait_until_ready, timeout, interval)
+
+    # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the pooled connections."""

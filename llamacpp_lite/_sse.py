@@ -7,7 +7,7 @@ the transport hands in the body's bytes as they arrive.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator
 
 import sseclient
 

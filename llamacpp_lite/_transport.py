@@ -54,7 +54,7 @@ from ._framing import Dechunker, Decompressor
 from ._json import decode_json
 from ._sse import iter_payloads
 
-__all__ = ["Call", "DEFAULT_RETRY", "RetryPolicy", "Transport", "split_credentials"]
+__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "Transport", "split_credentials"]
 
 _READ_SIZE = 64 * 1024  # bytes asked of the socket per read
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -86,6 +86,9 @@ class Call:
         self.expires = None if deadline is None else time.monotonic() + deadline
         if self.expires is not None:
             _WATCHDOG.watch(self)
+        scope = getattr(_local, "scope", None)
+        if scope is not None:
+            scope.add(self)
 
     @property
     def aborted(self) -> bool:
@@ -130,6 +133,43 @@ class Call:
         if self.reason == "deadline":
             return DeadlineExceeded(f"the call did not finish within its deadline of {self.deadline:g} s")
         return Aborted("the call was aborted")
+
+
+class CancelScope:
+    """Every `Call` made by one thread while the scope runs: `abort()` aborts them all.
+
+    The async shim runs each blocking method in a worker thread inside a scope, so cancelling
+    the awaiting task aborts whatever requests that method is making, however it makes them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list = []
+        self._aborted = False
+
+    def add(self, call: Call) -> None:
+        with self._lock:
+            self._calls.append(call)
+            aborted = self._aborted
+        if aborted:
+            call.abort()
+
+    def abort(self) -> None:
+        """Abort every call made in the scope so far, and any made later."""
+        with self._lock:
+            self._aborted = True
+            calls = list(self._calls)
+        for call in calls:
+            call.abort()
+
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `function` in this thread with the scope active."""
+        outer = getattr(_local, "scope", None)
+        _local.scope = self
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _local.scope = outer
 
 
 class _Watchdog:
@@ -660,7 +700,7 @@ class Transport:
             TransportError: When the exchange failed.
             StreamError: When a 2xx answer is not JSON or is longer than the limit.
         """
-        data = self._read(method, path, body=body, query=query, timeout=timeout, call=call, limit=limit)
+        data = self._read(method, path, body=body, query=query, timeout=timeout, call=call or Call(), limit=limit)
         return decode_json(data, f"the answer of {method} {path}")
 
     def request_text(
@@ -679,7 +719,7 @@ class Transport:
             APIError, TransportError: As `request_json`.
             StreamError: When the answer is longer than the limit or not UTF-8.
         """
-        data = self._read(method, path, body=None, query=query, timeout=timeout, call=call, limit=limit)
+        data = self._read(method, path, body=None, query=query, timeout=timeout, call=call or Call(), limit=limit)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 

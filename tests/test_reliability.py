@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 import traceback
-import types
 
 import pytest
 import urllib3.exceptions

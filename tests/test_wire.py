@@ -240,8 +240,8 @@ def test_every_decodable_audio_format_is_sent_under_its_name(fmt):
 
 def test_format_names_are_case_insensitive_and_may_be_mime_types():
     assert IMAGE_FORMATS["jpg"] == IMAGE_FORMATS["jpeg"] == "jpeg"
-    for given in ("JPG", "image/jpeg", " Jpeg "):
-        assert parts_of({"image": {"format": given, "source": {"bytes": PNG}}}) == [image_part(PNG, "jpeg")]
+    for name in ("JPG", "image/jpeg", " Jpeg "):
+        assert parts_of({"image": {"format": name, "source": {"bytes": PNG}}}) == [image_part(PNG, "jpeg")]
     assert parts_of({"audio": {"format": "audio/mpeg", "source": {"bytes": WAV}}}) == [audio_part(WAV, "mp3")]
 
 

@@ -1,0 +1,218 @@
+"""`chat`: one answer, or a conversation, streamed to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import sys
+from typing import Any, TextIO
+
+from .._errors import LlamaCppError
+from .._model import LlamaCppModel
+from .._result import ChatResult, collect_result
+from ._common import PROG, REPL_HELP, UsageError, client, command, parse_param, read_bytes, read_json, read_stdin, read_text, report
+
+class _Renderer:
+    """Print stream events: text as it arrives, reasoning set apart, or every event as JSON.
+
+    Args:
+        out: Where the answer goes (stdout).
+        err: Where the statistics line goes (stderr).
+        json_lines: Print every event as one JSON line instead of the text.
+        show_reasoning: Print the reasoning (dimmed on a terminal, else prefixed per line).
+        stats: Print the token count and speed on `err` after each answer.
+        structured: The text is JSON for a schema: print only the validated output.
+    """
+
+    REASONING_PREFIX = "reasoning: "
+    DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+    def __init__(self, out: TextIO, err: TextIO, *, json_lines: bool, show_reasoning: bool, stats: bool,
+                 structured: bool) -> None:
+        self._out, self._err = out, err
+        self._json_lines = json_lines
+        self._show_reasoning = show_reasoning
+        self._stats = stats
+        self._structured = structured
+        self._dim = out.isatty() and not os.environ.get("NO_COLOR")
+        self._line_open = False  # the cursor is in the middle of a line on `out`
+        self._stop_reason = "end_turn"
+
+    def event(self, event: dict) -> None:
+        """Print one event."""
+        if self._json_lines:
+            self._write(json.dumps(event, ensure_ascii=False) + "\n")
+        elif "contentBlockDelta" in event:
+            self._delta(event["contentBlockDelta"]["delta"])
+        elif "contentBlockStop" in event or "messageStop" in event:
+            self.end_line()
+        elif "output" in event:
+            self._write(json.dumps(event["output"], ensure_ascii=False) + "\n")
+        if "messageStop" in event:
+            self._stop_reason = event["messageStop"]["stopReason"]
+        elif "metadata" in event and self._stats:
+            self._print_stats(event["metadata"])
+
+    def _delta(self, delta: dict) -> None:
+        if "text" in delta and not self._structured:
+            self._write(delta["text"])
+        elif "reasoningContent" in delta and self._show_reasoning:
+            self._reasoning(delta["reasoningContent"].get("text", ""))
+
+    def _reasoning(self, text: str) -> None:
+        if self._dim:
+            self._write(self.DIM + text + self.RESET)
+            return
+        for line in text.splitlines(keepends=True):
+            self._write(("" if self._line_open else self.REASONING_PREFIX) + line)
+
+    def _write(self, text: str) -> None:
+        if text:
+            self._out.write(text)
+            self._out.flush()
+            self._line_open = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        """Finish a partly written line (at the end of a block, or when interrupted)."""
+        if self._line_open:
+            self._write("\n")
+
+    def _print_stats(self, metadata: dict) -> None:
+        tokens = metadata.get("usage", {}).get("outputTokens", 0)
+        speed = metadata.get("timings", {}).get("predicted_per_second")
+        parts = [f"{tokens} tokens"] + ([f"{speed:.1f} tokens/s"] if speed else []) + [f"stop: {self._stop_reason}"]
+        print(", ".join(parts), file=self._err, flush=True)
+
+
+def _media_blocks(args: argparse.Namespace) -> list[dict]:
+    """Content blocks for the `--image` and `--audio` files (the format from the file suffix)."""
+    blocks = []
+    for kind, paths in (("image", args.image), ("audio", args.audio)):
+        for path in paths:
+            fmt = pathlib.Path(path).suffix.lstrip(".").lower()
+            if not fmt:
+                raise UsageError(f"the {kind} file {path} needs a suffix naming its format (e.g. .png, .wav)")
+            blocks.append({kind: {"format": fmt, "source": {"bytes": read_bytes(path, f"{kind} file")}}})
+    return blocks
+
+
+def _chat_params(args: argparse.Namespace) -> dict:
+    """The request fields: `--param` pairs, overridden by the named options."""
+    params = dict(args.param)
+    named = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+             "grammar": read_text(args.grammar, "grammar file") if args.grammar else None}
+    params.update({key: value for key, value in named.items() if value is not None})
+    return params
+
+
+def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema: Any,
+         renderer: _Renderer) -> ChatResult:
+    """Stream one answer to `messages` through the renderer; the stream is closed however it ends."""
+    if schema is not None:
+        events = model.structured_output(schema, messages, args.system)
+    else:
+        events = model.stream(messages, system_prompt=args.system)
+    seen = []
+    try:
+        with contextlib.closing(events):
+            for event in events:
+                renderer.event(event)
+                seen.append(event)
+    finally:
+        renderer.end_line()
+    return collect_result(seen)
+
+
+def _user_message(text: str, media: list[dict]) -> dict:
+    return {"role": "user", "content": [{"text": text}, *media]}
+
+
+def _read_turn(prompt: bool) -> str | None:
+    """Read one line of the conversation; None at end of input."""
+    if prompt:
+        print("> ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    return line.rstrip("\n") if line else None
+
+
+def _repl(model: LlamaCppModel, args: argparse.Namespace, schema: Any, renderer: _Renderer,
+          media: list[dict]) -> int:
+    """Hold a conversation; a failed turn is reported and dropped, and the last turn's status is returned."""
+    on_terminal = sys.stdin.isatty()
+    if on_terminal:
+        print(f"{PROG} chat: {REPL_HELP}", file=sys.stderr)
+    messages: list[dict] = []
+    status = 0
+    pending = args.prompt
+    while True:
+        line = pending if pending is not None else _read_turn(on_terminal)
+        pending = None
+        command = (line or "").strip()
+        if line is None or command in ("/quit", "/exit"):
+            return status
+        if command == "/reset":
+            messages = []
+            print("(new conversation)", file=sys.stderr)
+        elif command.startswith("/"):  # /help, or a command we do not have
+            print(REPL_HELP, file=sys.stderr)
+        elif command:
+            messages.append(_user_message(line, media if not messages else []))
+            try:
+                result = _ask(model, messages, args, schema, renderer)
+            except LlamaCppError as exc:
+                messages.pop()
+                status = report(exc, debug=args.debug)
+                continue
+            messages.append({"role": "assistant", "content": [{"text": result.text}]})
+            status = 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    """`chat`: one answer, or a conversation."""
+    params = _chat_params(args)
+    schema = read_json(args.json_schema, "JSON Schema file") if args.json_schema else None
+    media = _media_blocks(args)
+    interactive = args.interactive or (args.prompt is None and sys.stdin.isatty())
+    prompt = None if interactive else (read_stdin() if args.prompt in (None, "-") else args.prompt)
+    renderer = _Renderer(sys.stdout, sys.stderr, json_lines=args.json, show_reasoning=not args.hide_reasoning,
+                         stats=not args.quiet, structured=schema is not None)
+    with client(args, params) as model:
+        if interactive:
+            return _repl(model, args, schema, renderer, media)
+        _ask(model, [_user_message(prompt, media)], args, schema, renderer)
+    return 0
+
+
+def add(commands: Any, connection: argparse.ArgumentParser) -> None:
+    chat = command(commands, "chat", _cmd_chat, "chat with the model: one answer, or a conversation", f"""\
+  {PROG} chat "Tell me a joke."
+  echo "Summarize this: ..." | {PROG} chat --max-tokens 200
+  {PROG} chat --system "Be terse."           a conversation on a terminal; in it:
+      {REPL_HELP}
+  {PROG} chat --param top_k=40 --param 'stop=["\\n\\n"]' --seed 1 "Write a haiku."
+  {PROG} chat --json-schema pet.schema.json "Describe a pet." | jq .name
+  {PROG} chat --image photo.png "What is in this picture?"
+  {PROG} chat --json --quiet "hi" | jq -c 'select(.metadata)'
+""", [connection])
+    chat.add_argument("prompt", nargs="?", metavar="PROMPT",
+                      help="the prompt; '-' or none reads stdin, none on a terminal starts a conversation")
+    chat.add_argument("-i", "--interactive", action="store_true",
+                      help="hold a conversation, reading one message per line (PROMPT is the first one)")
+    chat.add_argument("--system", metavar="TEXT", help="the system prompt")
+    chat.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
+                      help="a request field; VALUE is JSON if it parses, else a string (repeatable)")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens to generate")
+    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    chat.add_argument("--seed", type=int, metavar="N", help="sampling seed")
+    constraint = chat.add_mutually_exclusive_group()
+    constraint.add_argument("--grammar", metavar="FILE", help="constrain the answer with a GBNF grammar file")
+    constraint.add_argument("--json-schema", metavar="FILE",
+                            help="constrain the answer with a JSON Schema file; print the validated JSON only")
+    chat.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)")
+    chat.add_argument("--audio", action="append", default=[], metavar="FILE", help="attach audio (repeatable)")
+    chat.add_argument("--hide-reasoning", action="store_true", help="do not print the model's reasoning")
+    chat.add_argument("--json", action="store_true", help="print every stream event as a JSON line")
+    chat.add_argument("-q", "--quiet", action="store_true", help="no statistics line on stderr")
