@@ -50,7 +50,7 @@ REMOVED_PARAMS: Mapping[str, str] = MappingProxyType(
 )
 """Names that no llama-server reads: warned about once and not sent."""
 
-_warned: set = set()
+_warned: set[str] = set()
 
 
 class UnsupportedParameterWarning(LlamaCppWarning):
@@ -191,17 +191,17 @@ class Limits:
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
-def check_api_key(key: Any) -> Optional[str]:
+def check_api_key(given: Any) -> Optional[str]:
     """Return the API key without surrounding whitespace, or None for no key.
 
     Raises:
         InvalidRequestError: When it cannot be an HTTP header value; the key is never shown.
     """
-    if key is None:
+    if given is None:
         return None
-    if not isinstance(key, str):
-        raise InvalidRequestError(f"api_key must be a string, got {type(key).__name__}")
-    key = key.strip()
+    if not isinstance(given, str):
+        raise InvalidRequestError(f"api_key must be a string, got {type(given).__name__}")
+    key = given.strip()
     if not key:
         return None
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import responses
@@ -17,6 +17,7 @@ import responses
 from llamacpp_lite import LlamaCppModel, ServerStartError
 from llamacpp_lite.server import LlamaServer, describe_binary, find_llama_server
 
+from tests import fault_server as fs
 from tests.helpers import API_KEY, MOCK_URL
 
 
@@ -58,6 +59,30 @@ def mock_model() -> Iterator[LlamaCppModel]:
     model = LlamaCppModel(MOCK_URL, retry=None)
     yield model
     model.close()
+
+
+@pytest.fixture
+def server() -> Iterator["fs.FaultServer"]:
+    """A fault-injecting server on 127.0.0.1 (tests/fault_server.py), stopped after the test."""
+    srv = fs.FaultServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_model() -> Iterator:
+    """Build models (default timeout (2, 2) s) that are closed after the test."""
+    models = []
+
+    def make(url: str, **kwargs: Any) -> LlamaCppModel:
+        kwargs.setdefault("timeout", (2, 2))
+        model = LlamaCppModel(url, **kwargs)
+        models.append(model)
+        return model
+
+    yield make
+    for model in models:
+        model.close()
 
 
 # -- real llama-servers ---------------------------------------------------------------------
@@ -124,8 +149,8 @@ def small_ctx_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path
 
 @pytest.fixture(scope="session")
 def one_slot_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
-    """A server with a single slot, for cancellation tests."""
-    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1")
+    """A server with a single slot, for cancellation tests (context shift lets one answer hold it for seconds)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "--context-shift")
 
 
 @pytest.fixture(scope="session")
