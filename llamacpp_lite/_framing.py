@@ -56,6 +56,23 @@ class Dechunker:
         end = len(buffer)
         while pos < end:
             state = self._state
+            if state == self._SIZE:
+                # Hot path: whole chunks with a bare size line, one turn each (the general steps below
+                # take the rest: extensions, chunks cut by the read, the last chunk, errors).
+                while True:
+                    newline = buffer.find(b"\n", pos)
+                    if newline < 0 or newline - pos > MAX_LINE:
+                        break
+                    try:
+                        size = int(buffer[pos:newline], 16)
+                    except ValueError:
+                        break
+                    start = newline + 1
+                    stop = start + size
+                    if size <= 0 or buffer[stop:stop + 2] != b"\r\n":
+                        break
+                    out.append(buffer[start:stop])
+                    pos = stop + 2
             if state == self._DATA:
                 take = min(self._left, end - pos)
                 out.append(buffer[pos : pos + take])

@@ -61,11 +61,21 @@ def test_done_only_after_the_last_chunk_and_its_trailers():
     (b"zz\r\nabc\r\n", "not a hexadecimal"),
     (b"3\r\nabcXY", "not followed by CRLF"),
     (b"1" * (MAX_LINE + 2), "longer than"),
+    (b"0" * MAX_LINE + b"3\r\nabc\r\n", "longer than"),  # a valid number, but too long a line
+    (b"3\r\nabc\r\n-3\r\nabc\r\n", "negative"),
     (b"0\r\n\r\nextra", "after the end"),
 ])
 def test_broken_framing_is_a_stream_error(wire, match):
     with pytest.raises(StreamError, match=match):
         Dechunker().feed(wire)
+
+
+def test_a_read_of_many_chunks_then_a_cut_one_then_its_rest():
+    events = [b"data: %d\n\n" % i for i in range(50)]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    for cut in range(1, len(wire)):  # every place one read can end and the next begin
+        dechunker = Dechunker()
+        assert dechunker.feed(wire[:cut]) + dechunker.feed(wire[cut:]) == b"".join(events) and dechunker.done
 
 
 def test_an_endless_size_line_is_refused_without_growing():
