@@ -484,6 +484,7 @@ class _Body:
         self._dechunker = Dechunker() if raw.chunked else None
         self._left = None if raw.chunked else raw.length_remaining
         self._timeout_to_restore: Optional[tuple[Any, Any]] = None  # (socket, timeout) during finish()
+        self._buffer: Optional[memoryview] = None  # where reads after the first one land
         self.complete = False
 
     def pieces(self) -> Iterator[bytes]:
@@ -502,8 +503,17 @@ class _Body:
         if left == 0:
             self._done()
             return b""
+        size = _READ_SIZE if left is None else min(_READ_SIZE, left)
         with _mapped(self._call, streaming=True, status_code=self._status):
-            data: bytes = self._fp.read1(_READ_SIZE if left is None else min(_READ_SIZE, left))
+            if self._buffer is None:
+                # The first read takes what http.client buffered with the headers (or makes one read),
+                # which leaves its buffer empty: `readinto1` then makes exactly one read into ours.
+                # (`readinto1` would read again after copying buffered bytes, and wait.) Reusing one
+                # buffer spares the allocator a 256 KiB block per read, most of it given back at once.
+                data: bytes = self._fp.read1(size)
+                self._buffer = memoryview(bytearray(_READ_SIZE))
+            else:
+                data = self._buffer[: self._fp.readinto1(self._buffer[:size])].tobytes()
         if self._call is not None and self._call.aborted:
             raise self._call.error()
         if not data:
