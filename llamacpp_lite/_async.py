@@ -5,8 +5,10 @@ the work crosses threads:
 
 * each stream runs in its own thread (not the event loop's default executor, which has only
   `min(32, cpu_count + 4)` workers), so any number of streams progress at once;
-* events are handed over in batches with one loop wake-up per batch, and the buffer is bounded
-  so a slow consumer holds the producer back instead of growing memory;
+* events are handed over in batches: a worker wakes the loop only for an event the loop has
+  not been told about, one wake-up serves every stream with events waiting, and while events
+  pour in (a fast stream, or many streams at once) the loop looks every 2 ms instead of being
+  woken; the buffer is bounded, so a slow consumer holds the producer back instead of growing memory;
 * closing the async generator (`aclose()`, leaving `async for`, cancelling the task) aborts the
   HTTP read in the worker, so llama-server cancels the generation and frees the slot;
 * an exception raised in the worker is re-raised in the awaiting task unchanged, traceback included.
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import queue
 import threading
-import time
+import weakref
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from ._model import LlamaCppModel
@@ -32,9 +35,9 @@ __all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
 T = TypeVar("T")
 
 _MAX_BUFFERED = 512  # events a worker may run ahead of its consumer
-_BATCH = 64  # while events pour in, wake the loop once per this many ...
-_POLL_S = 0.002  # ... or after this long, whichever comes first
-_BURST_GAP_S = 0.0005  # items closer together than this count as pouring in
+_POLL_S = 0.002  # while events pour in, the loop looks this often instead of being woken for each batch
+_FULL_WAIT_S = 1.0  # a worker held back by a full buffer checks this often that its loop still runs
+_IDLE_S = 30.0  # how long a worker thread waits for its next job before it ends
 
 
 class _End:
@@ -46,74 +49,194 @@ class _End:
         self.error = error
 
 
+class _Doorbell:
+    """One per event loop: workers ring it when their items wait, and one wake-up serves many streams.
+
+    Waking the loop from a worker costs a system call and two thread switches, more than
+    translating an event. A worker rings only for the first item its handover has not been
+    told about, and wakes the loop only when no wake-up is on its way already. When one
+    wake-up finds several streams waiting (many streams at once), the doorbell stops being
+    rung: the loop looks every `_POLL_S` instead, until a look finds nobody.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # (the doorbells are kept by loop: a strong one would keep every loop)
+        self._rung: collections.deque[_Handover] = collections.deque()
+        self._pending = False  # the loop will look: a wake-up is on its way, or it polls
+        self._polling = False
+
+    def ring(self, handover: "_Handover") -> bool:
+        """Worker side: have `handover` served soon. False if the loop is closed."""
+        self._rung.append(handover)
+        if not self._pending:
+            self._pending = True
+            loop = self._loop()
+            try:
+                if loop is None:
+                    raise RuntimeError("the event loop is gone")
+                loop.call_soon_threadsafe(self._answer)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                return False
+        return True
+
+    def _serve(self) -> int:
+        """Loop side: wake every handover rung so far; return how many."""
+        rung = self._rung
+        count = len(rung)
+        for _ in range(count):
+            rung.popleft().wake()
+        return count
+
+    def _answer(self) -> None:
+        """Loop side, on a ring."""
+        if self._polling:
+            return  # the next poll serves it
+        self._pending = False  # before looking: a handover rung from now on rings again
+        if self._serve() > 1:
+            self._polling = self._pending = True
+            asyncio.get_running_loop().call_later(_POLL_S, self._poll)
+
+    def _poll(self) -> None:
+        """Loop side, every `_POLL_S` while many streams deliver."""
+        if self._serve():
+            asyncio.get_running_loop().call_later(_POLL_S, self._poll)
+            return
+        self._polling = self._pending = False
+        self._serve()  # rung between the look and now, without ringing
+
+
+_DOORBELLS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Doorbell]" = weakref.WeakKeyDictionary()
+
+
 class _Handover:
     """A bounded hand-over of items from one worker thread to one event loop.
 
-    Waking the loop costs a system call and a task switch, more than translating an event.
-    Items that arrive one by one (a model generating at its own pace) wake the loop at once.
-    Items that pour in (a fast server, a backlog) are handed over in batches: the worker wakes
-    the loop once per `_BATCH` items, and the loop also collects every `_POLL_S` seconds, so an
-    item waits at most that long.
+    The worker appends without a lock and rings the loop's doorbell for the first item the
+    loop has not been told about; the loop takes every item there is at each wake-up. A full
+    buffer holds the worker back until the loop has taken items.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._lock = threading.Condition()
-        self._items: collections.deque = collections.deque()
-        self._ready = asyncio.Event()
-        self._wake_scheduled = False
-        self._last_put = 0.0
-        self._pouring = False  # the latest item came within _BURST_GAP_S of the one before
-        self._polling = False  # the loop is waiting with a poll timer armed
+        bell = _DOORBELLS.get(loop)
+        if bell is None:
+            bell = _DOORBELLS[loop] = _Doorbell(loop)
+        self._bell = bell
+        self._items: collections.deque[Any] = collections.deque()
+        self._space = threading.Condition(threading.Lock())
+        self._rung = False  # the loop will look: a wake-up is on its way, or it polls
+        self._polling = False  # items poured in at the last look: the loop polls instead of being rung
+        self._waiter: Optional[asyncio.Future[None]] = None
         self.cancelled = False
 
-    def put(self, item: Any, *, last: bool = False) -> bool:
+    def put(self, item: Any) -> bool:
         """Worker side: queue an item, waiting while the buffer is full. False once cancelled."""
-        now = time.perf_counter()
-        with self._lock:
-            while len(self._items) >= _MAX_BUFFERED and not self.cancelled:
-                self._lock.wait()
-            if self.cancelled:
-                return False
-            self._items.append(item)
-            self._pouring = now - self._last_put < _BURST_GAP_S
-            self._last_put = now
-            if self._wake_scheduled or (self._polling and self._pouring and not last and len(self._items) < _BATCH):
-                return True  # a wake-up is on its way, or the loop's poll will collect the item
-            self._wake_scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._ready.set)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self.cancel()
+        items = self._items
+        if len(items) >= _MAX_BUFFERED:
+            with self._space:
+                while len(items) >= _MAX_BUFFERED and not self.cancelled:
+                    if not self._space.wait(_FULL_WAIT_S) and self._loop.is_closed():
+                        self.cancelled = True  # closed without closing the stream: nobody will take them
+        if self.cancelled:
             return False
+        items.append(item)
+        if not self._rung:  # (only the loop clears it, before it looks for items)
+            self._rung = True
+            if not self._bell.ring(self):
+                self.cancel()
+                return False
         return True
 
-    async def take(self) -> list:
-        """Loop side: wait for items and take all of them."""
-        waited = False
+    def wake(self) -> None:
+        """Loop side: items have come."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list[Any]:
+        """Loop side: wait for items and take all of them.
+
+        A look that finds several items (they pour in) leaves the worker quiet: the loop looks
+        again after `_POLL_S` at the latest instead of being rung. A look that finds one item,
+        or a poll that finds none, goes back to being rung for the next item.
+        """
+        items = self._items
+        waited = polled = False
         while True:
-            with self._lock:
-                items = list(self._items)
-                self._items.clear()
-                self._lock.notify()
-                self._ready.clear()
-                self._wake_scheduled = False
-                self._polling = not items and self._pouring
-            if items:
+            if not self._polling:
+                self._rung = False  # before looking: an item appended from now on rings
+            count = len(items)
+            if count:
+                batch = [items.popleft() for _ in range(count)]
+                if count >= _MAX_BUFFERED // 2:
+                    with self._space:
+                        self._space.notify()
+                self._polling = self._rung = count > 1
                 if not waited:
                     await asyncio.sleep(0)  # let other tasks run even while items pour in
-                return items
-            poll = self._loop.call_later(_POLL_S, self._ready.set) if self._polling else None
-            await self._ready.wait()
+                return batch
+            if self._polling:
+                if not polled:
+                    polled = waited = True
+                    await asyncio.sleep(_POLL_S)
+                else:
+                    self._polling = False
+                continue
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
             waited = True
-            if poll is not None:
-                poll.cancel()
 
     def cancel(self) -> None:
-        """Loop side: stop accepting items and release a waiting worker."""
-        with self._lock:
+        """Stop accepting items and release a waiting worker."""
+        with self._space:
             self.cancelled = True
-            self._lock.notify()
+            self._space.notify()
+
+
+class _Workers:
+    """Worker threads, kept for a while after their job to take the next one.
+
+    Starting a thread makes the starting thread wait until the new one runs, and the event loop
+    is that thread: with many streams starting at once (and the new threads busy building their
+    requests) the loop would stall. A thread kept idle takes its next job without that wait.
+    Any number of jobs run at once: with no idle thread, a new one starts.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a job
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[..., None], *args: Any) -> None:
+        """Run `job(*args)` in a worker thread; return at once if one is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put((job, args))
+                return
+        threading.Thread(target=self._serve, args=(job, args), name="llamacpp-lite-worker", daemon=True).start()
+
+    def _serve(self, job: Callable[..., None], args: tuple[Any, ...]) -> None:
+        while True:
+            job(*args)
+            job = args = None  # type: ignore[assignment]  # nothing of the last job kept while idle
+            with self._lock:
+                self._idle += 1
+            try:
+                job, args = self._jobs.get(timeout=_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    try:
+                        job, args = self._jobs.get_nowait()  # given to this thread as it timed out
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_WORKERS = _Workers()
 
 
 def _pump(iterator: Iterator[Any], handover: _Handover) -> None:
@@ -129,7 +252,7 @@ def _pump(iterator: Iterator[Any], handover: _Handover) -> None:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    handover.put(_End(outcome), last=True)
+    handover.put(_End(outcome))
 
 
 async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
@@ -143,18 +266,19 @@ async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
         The iterator's items, in order.
     """
     handover = _Handover(asyncio.get_running_loop())
-    worker = threading.Thread(target=_pump, args=(iterator, handover), name="llamacpp-lite-stream", daemon=True)
-    worker.start()
+    _WORKERS.run(_pump, iterator, handover)
+    ended = False
     try:
         while True:
             for item in await handover.take():
                 if type(item) is _End:
+                    ended = True
                     if item.error is not None:
                         raise item.error
                     return
                 yield item
     finally:
-        if worker.is_alive():
+        if not ended:
             handover.cancel()
             abort = getattr(iterator, "abort", None)
             if abort is not None:
@@ -164,7 +288,7 @@ async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
 class _OneCall:
     """A blocking call as a one-item iterator that `aiter_in_thread` can abort."""
 
-    def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._scope = CancelScope()
         self._pending: Any = (function, args, kwargs)
 
