@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import traceback
 
 import pytest
 
 import llamacpp_lite as lite
 from llamacpp_lite import AsyncLlamaCppModel, LlamaCppModel
+from llamacpp_lite import _async
 from llamacpp_lite._async import aiter_in_thread, run_in_thread
-from tests.helpers import MOCK_URL, add_stream, text_chunks
+from tests.helpers import MOCK_URL, add_stream, elapsed, text_chunks
 
 
 async def collect(agen):
@@ -146,3 +148,142 @@ def test_run_in_thread_returns_and_raises():
     assert asyncio.run(run_in_thread(lambda x: x + 1, 1)) == 2
     with pytest.raises(ZeroDivisionError):
         asyncio.run(run_in_thread(lambda: 1 / 0))
+
+
+def test_many_streams_at_once_each_get_their_items_in_order():
+    # One doorbell per loop serves every stream; with many streams delivering, the loop polls.
+    def paced(tag, n):
+        for i in range(n):
+            time.sleep(0.001 * (i % 3))
+            yield (tag, i)
+
+    async def one(tag):
+        return [item async for item in aiter_in_thread(paced(tag, 60))]
+
+    async def main():
+        return await asyncio.gather(*(one(tag) for tag in range(48)))
+
+    results, seconds = elapsed(asyncio.run, main())
+    assert results == [[(tag, i) for i in range(60)] for tag in range(48)]
+    assert seconds < 5  # (about 0.1 s of pacing: a hang detector, not a speed test)
+
+
+def test_items_that_pour_in_then_stop_are_all_delivered_promptly():
+    # After a burst the loop polls; the item after a pause must still arrive (no lost wake-up).
+    def bursts():
+        for burst in range(5):
+            yield from range(burst * 100, burst * 100 + 100)
+            time.sleep(0.03)
+
+    async def main():
+        start = time.monotonic()
+        items = [item async for item in aiter_in_thread(bursts())]
+        return items, time.monotonic() - start
+
+    items, seconds = asyncio.run(main())
+    assert items == list(range(500)) and seconds < 2
+
+
+def test_worker_threads_are_reused_and_end_when_idle(monkeypatch):
+    monkeypatch.setattr(_async, "_IDLE_S", 0.2)
+    monkeypatch.setattr(_async, "_WORKERS", _async._Workers())
+    threads = []
+
+    def where():
+        threads.append(threading.current_thread())
+        yield 1
+
+    async def main():
+        for _ in range(3):
+            assert [item async for item in aiter_in_thread(where())] == [1]
+            await asyncio.sleep(0.02)  # the worker goes back to waiting for a job
+
+    asyncio.run(main())
+    assert len(threads) == 3 and threads[0] is threads[1] is threads[2]
+    threads[0].join(2)
+    assert not threads[0].is_alive()  # ended after _IDLE_S without a job
+
+
+def test_a_loop_closed_under_a_running_stream_releases_its_worker(monkeypatch):
+    monkeypatch.setattr(_async, "_FULL_WAIT_S", 0.05)
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                i += 1
+                yield i
+        finally:
+            closed.set()
+
+    loop = asyncio.new_event_loop()
+    stream = aiter_in_thread(endless())
+    assert loop.run_until_complete(stream.__anext__()) == 1
+    loop.close()  # no aclose(), no shutdown_asyncgens(): the worker fills its buffer and waits
+    assert closed.wait(3)  # it saw the loop closed, stopped and closed its iterator
+
+
+def test_every_stream_gets_a_thread_of_its_own_when_the_idle_ones_are_taken(monkeypatch):
+    monkeypatch.setattr(_async, "_WORKERS", _async._Workers())
+
+    def meet(barrier):
+        barrier.wait(5)  # every stream of the round must be running at once
+        yield 1
+
+    async def round_of(n):
+        barrier = threading.Barrier(n)
+        return await asyncio.gather(*(collect(aiter_in_thread(meet(barrier))) for _ in range(n)))
+
+    async def main():
+        assert await round_of(4) == [[1]] * 4
+        await asyncio.sleep(0.05)  # four threads idle now
+        assert await round_of(8) == [[1]] * 8  # four reused, four new
+
+    asyncio.run(main())
+
+
+def count_wake_ups(monkeypatch, make_streams):
+    """Run the streams; return (handover rings, loop wake-ups from workers)."""
+    rings = wake_ups = 0
+    ring = _async._Doorbell.ring
+
+    def counted_ring(self, handover):
+        nonlocal rings
+        rings += 1
+        return ring(self, handover)
+
+    monkeypatch.setattr(_async._Doorbell, "ring", counted_ring)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args):
+            nonlocal wake_ups
+            wake_ups += 1
+            return call_soon_threadsafe(*args)
+
+        loop.call_soon_threadsafe = counted
+        return await asyncio.gather(*(collect(aiter_in_thread(stream)) for stream in make_streams()))
+
+    asyncio.run(main())
+    return rings, wake_ups
+
+
+def test_a_fast_stream_rings_the_loop_about_once(monkeypatch):
+    # While items pour in, the loop polls the handover: without that, every drained buffer
+    # (at most 512 items) would cost a ring, 40 for these 20,000 items.
+    rings, _ = count_wake_ups(monkeypatch, lambda: [iter(range(20_000))])
+    assert rings < 20
+
+
+def test_many_streams_at_once_wake_the_loop_rarely(monkeypatch):
+    # With several streams waiting at one wake-up, the loop polls the doorbell instead of being woken.
+    def paced():
+        for i in range(50):
+            time.sleep(0.002)
+            yield i
+
+    rings, wake_ups = count_wake_ups(monkeypatch, lambda: [paced() for _ in range(32)])
+    assert rings > 500 and wake_ups < rings / 10
