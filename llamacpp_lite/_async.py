@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import queue
 import threading
 import weakref
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -37,7 +36,6 @@ T = TypeVar("T")
 _MAX_BUFFERED = 512  # events a worker may run ahead of its consumer
 _POLL_S = 0.002  # while events pour in, the loop looks this often instead of being woken for each batch
 _FULL_WAIT_S = 1.0  # a worker held back by a full buffer checks this often that its loop still runs
-_IDLE_S = 30.0  # how long a worker thread waits for its next job before it ends
 
 
 class _End:
@@ -196,49 +194,6 @@ class _Handover:
             self._space.notify()
 
 
-class _Workers:
-    """Worker threads, kept for a while after their job to take the next one.
-
-    Starting a thread makes the starting thread wait until the new one runs, and the event loop
-    is that thread: with many streams starting at once (and the new threads busy building their
-    requests) the loop would stall. A thread kept idle takes its next job without that wait.
-    Any number of jobs run at once: with no idle thread, a new one starts.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
-        self._idle = 0  # threads waiting for a job
-        self._lock = threading.Lock()
-
-    def run(self, job: Callable[..., None], *args: Any) -> None:
-        """Run `job(*args)` in a worker thread; return at once if one is idle."""
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._jobs.put((job, args))
-                return
-        threading.Thread(target=self._serve, args=(job, args), name="llamacpp-lite-worker", daemon=True).start()
-
-    def _serve(self, job: Callable[..., None], args: tuple[Any, ...]) -> None:
-        while True:
-            job(*args)
-            job = args = None  # type: ignore[assignment]  # nothing of the last job kept while idle
-            with self._lock:
-                self._idle += 1
-            try:
-                job, args = self._jobs.get(timeout=_IDLE_S)
-            except queue.Empty:
-                with self._lock:
-                    try:
-                        job, args = self._jobs.get_nowait()  # given to this thread as it timed out
-                    except queue.Empty:
-                        self._idle -= 1
-                        return
-
-
-_WORKERS = _Workers()
-
-
 def _pump(iterator: Iterator[Any], handover: _Handover) -> None:
     """Worker thread: move every item of `iterator` into `handover`, then an end marker."""
     outcome: BaseException | None = None
@@ -266,19 +221,18 @@ async def aiter_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
         The iterator's items, in order.
     """
     handover = _Handover(asyncio.get_running_loop())
-    _WORKERS.run(_pump, iterator, handover)
-    ended = False
+    worker = threading.Thread(target=_pump, args=(iterator, handover), name="llamacpp-lite-stream", daemon=True)
+    worker.start()
     try:
         while True:
             for item in await handover.take():
                 if type(item) is _End:
-                    ended = True
                     if item.error is not None:
                         raise item.error
                     return
                 yield item
     finally:
-        if not ended:
+        if worker.is_alive():
             handover.cancel()
             abort = getattr(iterator, "abort", None)
             if abort is not None:

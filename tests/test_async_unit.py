@@ -184,26 +184,6 @@ def test_items_that_pour_in_then_stop_are_all_delivered_promptly():
     assert items == list(range(500)) and seconds < 2
 
 
-def test_worker_threads_are_reused_and_end_when_idle(monkeypatch):
-    monkeypatch.setattr(_async, "_IDLE_S", 0.2)
-    monkeypatch.setattr(_async, "_WORKERS", _async._Workers())
-    threads = []
-
-    def where():
-        threads.append(threading.current_thread())
-        yield 1
-
-    async def main():
-        for _ in range(3):
-            assert [item async for item in aiter_in_thread(where())] == [1]
-            await asyncio.sleep(0.02)  # the worker goes back to waiting for a job
-
-    asyncio.run(main())
-    assert len(threads) == 3 and threads[0] is threads[1] is threads[2]
-    threads[0].join(2)
-    assert not threads[0].is_alive()  # ended after _IDLE_S without a job
-
-
 def test_a_loop_closed_under_a_running_stream_releases_its_worker(monkeypatch):
     monkeypatch.setattr(_async, "_FULL_WAIT_S", 0.05)
     closed = threading.Event()
@@ -222,25 +202,6 @@ def test_a_loop_closed_under_a_running_stream_releases_its_worker(monkeypatch):
     assert loop.run_until_complete(stream.__anext__()) == 1
     loop.close()  # no aclose(), no shutdown_asyncgens(): the worker fills its buffer and waits
     assert closed.wait(3)  # it saw the loop closed, stopped and closed its iterator
-
-
-def test_every_stream_gets_a_thread_of_its_own_when_the_idle_ones_are_taken(monkeypatch):
-    monkeypatch.setattr(_async, "_WORKERS", _async._Workers())
-
-    def meet(barrier):
-        barrier.wait(5)  # every stream of the round must be running at once
-        yield 1
-
-    async def round_of(n):
-        barrier = threading.Barrier(n)
-        return await asyncio.gather(*(collect(aiter_in_thread(meet(barrier))) for _ in range(n)))
-
-    async def main():
-        assert await round_of(4) == [[1]] * 4
-        await asyncio.sleep(0.05)  # four threads idle now
-        assert await round_of(8) == [[1]] * 8  # four reused, four new
-
-    asyncio.run(main())
 
 
 def count_wake_ups(monkeypatch, make_streams):
