@@ -31,10 +31,12 @@ from ._errors import (
     ServerStartError,
     StreamError,
     StructuredOutputError,
+    StructuredOutputJSONError,
     TimeoutException,
+    ToolCallParseError,
     TransportError,
 )
-from ._model import DEFAULT_RETRY, EventStream, LlamaCppModel
+from ._model import DEFAULT_RETRY, DEFAULT_TIMEOUT, EventStream, LlamaCppModel
 from ._result import ChatResult, ServerProps, ToolUse
 from ._version import __version__
 
@@ -49,6 +51,7 @@ __all__ = [
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
     "DeadlineExceeded",
     "EventStream",
     "InvalidRequestError",
@@ -65,7 +68,9 @@ __all__ = [
     "ServerStartError",
     "StreamError",
     "StructuredOutputError",
+    "StructuredOutputJSONError",
     "TimeoutException",
+    "ToolCallParseError",
     "ToolUse",
     "TransportError",
     "UnsupportedParameterWarning",

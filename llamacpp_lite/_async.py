@@ -268,10 +268,11 @@ class AsyncLlamaCppModel:
         tool_choice: Optional[Mapping[str, Any]] = None,
         system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
         cancel_signal: Any = None,
+        deadline: Optional[float] = None,
         **kwargs: Any,
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.stream`; yields the same events, asynchronously."""
-        async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, **kwargs)):  # noqa: E501
+        async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, deadline=deadline, **kwargs)):  # noqa: E501
             yield event
 
     async def chat(
@@ -290,10 +291,17 @@ class AsyncLlamaCppModel:
             yield text
 
     async def structured_output(
-        self, output_model: Any, prompt: Any, system_prompt: Optional[str] = None, **kwargs: Any
+        self,
+        output_model: Any,
+        prompt: Any,
+        system_prompt: Optional[str] = None,
+        *,
+        max_attempts: Optional[int] = None,
+        deadline: Optional[float] = None,
+        **kwargs: Any,
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.structured_output`; the last event is `{"output": obj}`."""
-        async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, **kwargs)):
+        async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, max_attempts=max_attempts, deadline=deadline, **kwargs)):  # noqa: E501
             yield event
 
     async def count_tokens(
@@ -304,9 +312,10 @@ class AsyncLlamaCppModel:
         system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
         *,
         estimate: bool = True,
+        deadline: Optional[float] = None,
     ) -> int:
         """See `LlamaCppModel.count_tokens`."""
-        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content, estimate=estimate)  # noqa: E501
+        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content, estimate=estimate, deadline=deadline)  # noqa: E501
 
     # -- inference ---------------------------------------------------------------------------
 

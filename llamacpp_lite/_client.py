@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
 from ._json import encode_body
 from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE"]
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE", "DEFAULT_TIMEOUT", "check_deadline"]
 
 logger = logging.getLogger("llamacpp_lite")
 
@@ -41,6 +42,10 @@ BASE_URL_ENV = "LLAMACPP_BASE_URL"
 
 DEFAULT_POOL_MAXSIZE = 64
 """Connections kept open per server: one per concurrent stream you expect."""
+
+DEFAULT_TIMEOUT = (10.0, None)
+"""10 s to connect, and no bound on the gaps of an answer (a queued request or a model being
+swapped in sends nothing for as long as that takes; bound the whole call with `deadline=`)."""
 
 _CONTEXT_RETRY_S = 30.0  # a failed look-up of the server's context size is not repeated sooner
 
@@ -66,6 +71,25 @@ def _retry_policy(retry: Any) -> Retry:
     raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
 
 
+def check_deadline(deadline: Any) -> Optional[float]:
+    """Return `deadline` as seconds, or None.
+
+    Raises:
+        InvalidRequestError: For anything but None or a positive finite number.
+    """
+    if deadline is None:
+        return None
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 0 < deadline < math.inf:
+        raise InvalidRequestError(f"deadline must be a positive finite number of seconds or None, got {deadline!r}")
+    return float(deadline)
+
+
+def _check_attempts(attempts: Any) -> int:
+    if type(attempts) is not int or attempts < 1:
+        raise InvalidRequestError(f"structured_output_attempts must be an int >= 1, got {attempts!r}")
+    return attempts
+
+
 def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
@@ -83,7 +107,7 @@ class BaseClient:
     def __init__(
         self,
         base_url: Optional[str] = None,
-        timeout: Any = None,
+        timeout: Any = DEFAULT_TIMEOUT,
         *,
         api_key: Optional[str] = None,
         model_id: str = "default",
@@ -94,9 +118,13 @@ class BaseClient:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         verify: bool | str = True,
         limits: Optional[Limits] = None,
+        deadline: Optional[float] = None,
+        structured_output_attempts: int = 1,
     ) -> None:
         self.base_url, credentials = _base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
         self._timeout = normalize_timeout(timeout)
+        self._deadline = check_deadline(deadline)
+        self._attempts = _check_attempts(structured_output_attempts)
         self._config = ModelConfig().updated(
             model_id=model_id, params=params, context_window_limit=context_window_limit
         )
@@ -201,15 +229,23 @@ class BaseClient:
             return self._config.params
         return {**self._config.params, **normalize_params(overrides)}
 
+    def _call(self, deadline: Optional[float] = None, *, retry_status: bool = True) -> Call:
+        """A `Call` for one request, bounded by `deadline` (checked), else by the model's `deadline`.
+
+        `retry_status=False` for a probe: a 503 "Loading model" is its answer, not waited out.
+        """
+        deadline = check_deadline(deadline)
+        return Call(deadline=self._deadline if deadline is None else deadline, retry_status=retry_status)
+
     def _get(self, path: str, *, query: Optional[Mapping[str, str]] = None, timeout: TimeoutValue | None = None,
              call: Optional[Call] = None) -> Any:
-        return self._transport.request_json("GET", path, query=query, call=call,
+        return self._transport.request_json("GET", path, query=query, call=call or self._call(),
                                             timeout=self._timeout if timeout is None else timeout)
 
     def _post(self, path: str, body: Any, *, query: Optional[Mapping[str, str]] = None,
               call: Optional[Call] = None) -> Any:
-        return self._transport.request_json("POST", path, body=encode_body(body), query=query, call=call,
-                                            timeout=self._timeout)
+        return self._transport.request_json("POST", path, body=encode_body(body), query=query,
+                                            call=call or self._call(), timeout=self._timeout)
 
     @staticmethod
     def _shape_error(path: str, expected: str, answer: Any) -> StreamError:

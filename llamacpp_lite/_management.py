@@ -24,7 +24,7 @@ class ManagementMixin(BaseClient):
             ModelThrottledException: While the model is still loading (503).
             TransportError: When the server cannot be reached.
         """
-        return self._object(self._get("/health"), "/health")
+        return self._object(self._get("/health", call=self._call(retry_status=False)), "/health")
 
     def props(self) -> ServerProps:
         """Return the server's properties (context size, modalities, slots, build), typed."""
@@ -55,7 +55,7 @@ class ManagementMixin(BaseClient):
         while True:
             left = deadline - time.monotonic()
             try:
-                self._get("/health", timeout=(left, left), call=Call(deadline=left))
+                self._get("/health", timeout=(left, left), call=Call(deadline=left, retry_status=False))
                 return
             except (ModelThrottledException, TransportError) as exc:
                 if time.monotonic() + interval >= deadline:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._chat import AGENT_KWARGS, ChatMixin, EventStream
-from ._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_POOL_MAXSIZE
+from ._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_POOL_MAXSIZE, DEFAULT_TIMEOUT
 from ._inference import InferenceMixin
 from ._management import ManagementMixin
 from ._transport import DEFAULT_RETRY
@@ -14,6 +14,7 @@ __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_POOL_MAXSIZE",
     "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
     "EventStream",
     "LlamaCppModel",
 ]
@@ -37,9 +38,10 @@ class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
         base_url: The server's URL, with any path prefix of a proxy or `--api-prefix`; default
             `$LLAMACPP_BASE_URL`, else `http://localhost:8080`. `user:pass@` in it is sent as
             HTTP Basic authentication (unless `api_key` is given) and never shown.
-        timeout: None for no timeout, seconds, or `(connect, read)` seconds. The read
-            timeout is the longest gap allowed between two bytes, not a deadline for the
-            whole answer; a busy server queues a request without sending a byte.
+        timeout: `(connect, read)` seconds, seconds for both, or None for none; default
+            `(10, None)`: 10 s to connect, no read timeout. The read timeout is the longest gap
+            allowed between two bytes, not a deadline for the whole answer; a busy server
+            queues a request without sending a byte.
         api_key: Sent as `Authorization: Bearer`; defaults to `$LLAMACPP_API_KEY`. Surrounding
             whitespace is stripped. It wins over `user:pass@` in the URL and an `Authorization`
             in `headers`; `~/.netrc` is never read.
@@ -51,6 +53,12 @@ class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
         pool_maxsize: Connections kept open to the server (one per concurrent stream).
         verify: TLS verification: True, False, or the path of a CA bundle.
         limits: The most that is read of each answer (`Limits`; see README "Failure behaviour").
+        deadline: Seconds every call may take in all, from sending its request to its last
+            event (retries and a queue on the server included), or None for no bound; a call
+            past it is closed (llama-server cancels the work) and raises `DeadlineExceeded`.
+            Methods taking `deadline=` override it per call.
+        structured_output_attempts: How many times `structured_output` asks at most when the
+            answer does not validate (see `structured_output`); default 1.
     """
 
     def estimate_utilization(self, input_tokens: int) -> float:

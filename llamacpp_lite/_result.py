@@ -39,6 +39,8 @@ class ChatResult:
         metrics: `latencyMs` and `timeToFirstByteMs`.
         timings: The server's `timings` (tokens per second for prompt and generation).
         logprobs: Per-token log-probabilities when they were asked for, else None.
+        prompt_progress: The last `promptProgress` of the answer (`processed`, `total`,
+            `cached`, `timeMs`) when asked for with `return_progress=True`, else None.
     """
 
     text: str
@@ -49,6 +51,7 @@ class ChatResult:
     metrics: Mapping[str, Any]
     timings: Mapping[str, Any]
     logprobs: Optional[list] = None
+    prompt_progress: Optional[Mapping[str, Any]] = None
 
 
 def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
@@ -58,6 +61,7 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
     tools: list[list[Any]] = []  # [id, name, [fragments]]
     stop_reason = "end_turn"
     meta: Mapping[str, Any] = {}
+    progress = None
     for event in events:
         if "contentBlockDelta" in event:
             delta = event["contentBlockDelta"]["delta"]
@@ -75,6 +79,8 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
             stop_reason = event["messageStop"]["stopReason"]
         elif "metadata" in event:
             meta = event["metadata"]
+        elif "promptProgress" in event:
+            progress = event["promptProgress"]
     return ChatResult(
         text="".join(text),
         reasoning="".join(reasoning),
@@ -84,6 +90,7 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
         metrics=meta.get("metrics", {}),
         timings=meta.get("timings", {}),
         logprobs=meta.get("logprobs"),
+        prompt_progress=progress,
     )
 
 

@@ -17,6 +17,7 @@ import responses
 from llamacpp_lite import LlamaCppModel, ServerStartError
 from llamacpp_lite.server import LlamaServer, find_llama_server
 
+from tests.fault_server import FaultServer
 from tests.helpers import API_KEY, MOCK_URL
 
 
@@ -37,6 +38,14 @@ def mock_api() -> Iterator[responses.RequestsMock]:
     """Mocked HTTP: every registered response must be requested."""
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    """A fault-injecting server (tests/fault_server.py) for one test."""
+    srv = FaultServer()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture
@@ -189,3 +198,16 @@ def real_model(real_server: LlamaServer) -> Iterator[LlamaCppModel]:
     """A client of the default real server."""
     with LlamaCppModel(real_server.base_url, timeout=(5, 60)) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def small_batch_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """One slot, batches of 64 tokens, context shift, and `/metrics`.
+
+    Small batches make a prompt of a few hundred tokens report its progress several times
+    (`return_progress`: one event per batch); with context shift an `ignore_eos` generation goes
+    on past the context (2048, the tiny model's), so one request can hold the slot for as long as
+    a test needs, however fast the machine, and the next one waits in the queue.
+    """
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "-b", "64", "-ub", "64",
+                      "--context-shift", "--metrics")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from typing import Any, Callable
 
@@ -79,3 +80,13 @@ def tiny_wav() -> bytes:
         wav.setframerate(16000)
         wav.writeframes(b"\x00\x00" * 160)
     return buffer.getvalue()
+
+
+def elapsed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:
+    """Run `function` and return (its result or the exception it raised, seconds taken)."""
+    start = time.monotonic()
+    try:
+        result = function(*args, **kwargs)
+    except Exception as exc:  # returned for the test to inspect
+        result = exc
+    return result, time.monotonic() - start

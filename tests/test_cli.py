@@ -321,7 +321,7 @@ def test_json_schema_answer_cut_short_is_invalid_structured_output(url, write):
     schema = write("ok.json", json.dumps(BOOL_SCHEMA))
     result = run("chat", "--base-url", url, "-q", "--json-schema", schema, "--max-tokens", "2", "ok?")
     assert result.returncode == 12 and result.stdout == ""
-    assert "cut short by max_tokens" in one_error_line(result, "invalid structured output")
+    assert "cut off by max_tokens" in one_error_line(result, "invalid structured output")
 
 
 @pytest.mark.real_server

@@ -15,6 +15,45 @@ from .._model import LlamaCppModel
 from .._result import ChatResult, collect_result
 from ._common import PROG, REPL_HELP, UsageError, client, command, parse_param, read_bytes, read_json, read_stdin, read_text, report
 
+PROGRESS_MIN_TOKENS = 500
+"""The progress bar shows only for prompts with at least this many tokens to process (not cached)."""
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal (stderr) while the server processes the prompt; erased when done.
+
+    Args:
+        err: The terminal.
+        min_tokens: Prompts with fewer tokens to process get no bar.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, err: TextIO, min_tokens: int = PROGRESS_MIN_TOKENS) -> None:
+        self._err = err
+        self._min_tokens = min_tokens
+        self.shown = False
+
+    def update(self, progress: dict) -> None:
+        """Draw the bar for one `promptProgress` event."""
+        todo = progress["total"] - progress["cached"]
+        if todo < self._min_tokens:
+            return
+        fraction = min(1.0, max(0.0, (progress["processed"] - progress["cached"]) / todo))
+        filled = int(fraction * self.WIDTH)
+        self._err.write(f"\rprompt [{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction:4.0%} "
+                        f"{progress['processed']}/{progress['total']} tokens, {progress['timeMs'] / 1000:.1f} s\x1b[K")
+        self._err.flush()
+        self.shown = True
+
+    def erase(self) -> None:
+        """Remove the bar, if it is shown."""
+        if self.shown:
+            self._err.write("\r\x1b[K")
+            self._err.flush()
+            self.shown = False
+
+
 class _Renderer:
     """Print stream events: text as it arrives, reasoning set apart, or every event as JSON.
 
@@ -25,13 +64,14 @@ class _Renderer:
         show_reasoning: Print the reasoning (dimmed on a terminal, else prefixed per line).
         stats: Print the token count and speed on `err` after each answer.
         structured: The text is JSON for a schema: print only the validated output.
+        progress: Show a progress bar on `err` while a long prompt is processed (for a terminal).
     """
 
     REASONING_PREFIX = "reasoning: "
     DIM, RESET = "\x1b[2m", "\x1b[0m"
 
     def __init__(self, out: TextIO, err: TextIO, *, json_lines: bool, show_reasoning: bool, stats: bool,
-                 structured: bool) -> None:
+                 structured: bool, progress: bool = False) -> None:
         self._out, self._err = out, err
         self._json_lines = json_lines
         self._show_reasoning = show_reasoning
@@ -40,9 +80,15 @@ class _Renderer:
         self._dim = out.isatty() and not os.environ.get("NO_COLOR")
         self._line_open = False  # the cursor is in the middle of a line on `out`
         self._stop_reason = "end_turn"
+        self.progress = _ProgressBar(err) if progress else None
 
     def event(self, event: dict) -> None:
         """Print one event."""
+        if self.progress is not None:
+            if "promptProgress" in event:
+                self.progress.update(event["promptProgress"])
+                return
+            self.progress.erase()
         if self._json_lines:
             self._write(json.dumps(event, ensure_ascii=False) + "\n")
         elif "contentBlockDelta" in event:
@@ -76,7 +122,9 @@ class _Renderer:
             self._line_open = not text.endswith("\n")
 
     def end_line(self) -> None:
-        """Finish a partly written line (at the end of a block, or when interrupted)."""
+        """Finish a partly written line (at the end of a block, or when interrupted); erase the bar."""
+        if self.progress is not None:
+            self.progress.erase()
         if self._line_open:
             self._write("\n")
 
@@ -111,10 +159,11 @@ def _chat_params(args: argparse.Namespace) -> dict:
 def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema: Any,
          renderer: _Renderer) -> ChatResult:
     """Stream one answer to `messages` through the renderer; the stream is closed however it ends."""
+    extra = {"return_progress": True} if renderer.progress is not None else {}
     if schema is not None:
-        events = model.structured_output(schema, messages, args.system)
+        events = model.structured_output(schema, messages, args.system, **extra)
     else:
-        events = model.stream(messages, system_prompt=args.system)
+        events = model.stream(messages, system_prompt=args.system, **extra)
     seen = []
     try:
         with contextlib.closing(events):
@@ -178,7 +227,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     interactive = args.interactive or (args.prompt is None and sys.stdin.isatty())
     prompt = None if interactive else (read_stdin() if args.prompt in (None, "-") else args.prompt)
     renderer = _Renderer(sys.stdout, sys.stderr, json_lines=args.json, show_reasoning=not args.hide_reasoning,
-                         stats=not args.quiet, structured=schema is not None)
+                         stats=not args.quiet, structured=schema is not None,
+                         progress=sys.stderr.isatty() and not args.no_progress and not args.json)
     with client(args, params) as model:
         if interactive:
             return _repl(model, args, schema, renderer, media)
@@ -216,3 +266,6 @@ def add(commands: Any, connection: argparse.ArgumentParser) -> None:
     chat.add_argument("--hide-reasoning", action="store_true", help="do not print the model's reasoning")
     chat.add_argument("--json", action="store_true", help="print every stream event as a JSON line")
     chat.add_argument("-q", "--quiet", action="store_true", help="no statistics line on stderr")
+    chat.add_argument("--no-progress", action="store_true",
+                      help=f"no progress bar while the server reads a long prompt (shown on a terminal for "
+                           f"{PROGRESS_MIN_TOKENS}+ uncached tokens)")
