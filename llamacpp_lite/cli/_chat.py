@@ -8,7 +8,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
 from .._errors import LlamaCppError
 from .._model import LlamaCppModel
@@ -34,7 +34,7 @@ class _ProgressBar:
         self._min_tokens = min_tokens
         self.shown = False
 
-    def update(self, progress: dict) -> None:
+    def update(self, progress: Mapping[str, Any]) -> None:
         """Draw the bar for one `promptProgress` event."""
         todo = progress["total"] - progress["cached"]
         if todo < self._min_tokens:
@@ -159,7 +159,7 @@ def _chat_params(args: argparse.Namespace) -> dict:
 def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema: Any,
          renderer: _Renderer) -> ChatResult:
     """Stream one answer to `messages` through the renderer; the stream is closed however it ends."""
-    extra = {"return_progress": True} if renderer.progress is not None else {}
+    extra: dict[str, Any] = {"return_progress": True} if renderer.progress is not None else {}
     if schema is not None:
         events = model.structured_output(schema, messages, args.system, **extra)
     else:
