@@ -157,11 +157,13 @@ def slot_held(base_url: str):
     """Hold the only slot with a long non-streamed generation (closed at the end, which cancels it)."""
     host, port = base_url.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "hold the slot", "n_predict": 10 ** 7, "ignore_eos": True}).encode()  # context shift
+    read_before = metrics(base_url)["prompt_tokens_total"]
     holder = socket.create_connection((host, int(port)))
     holder.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     try:
-        assert wait_for(lambda: metrics(base_url)["requests_processing"] == 1, 5)
+        assert wait_for(lambda: (lambda m: m["requests_processing"] == 1 and m["prompt_tokens_total"] > read_before)(
+            metrics(base_url)), 10)  # generating: its prompt is read (and counted)
         yield
     finally:
         holder.close()
