@@ -241,8 +241,9 @@ class ToolCallParseError(ServerError):
         raw_output: The model's output as far as it is known: the unparsed rest of the output
             when the server's message carries it (older servers: "Failed to parse input at pos
             N: ..."), else what was streamed before the error: the text, then each tool call as
-            `{"name": ..., "arguments": ...}` with the arguments as far as they came (usually
-            cut short), one per line. Empty when nothing is known.
+            `{"name": ..., "arguments": ...` with the arguments as far as they came (usually cut
+            short; the closing `}` only when they are complete JSON), one per line. Empty when
+            nothing is known.
         text: The text streamed before the error.
         tool_calls: The tool calls streamed before the error: dicts with `id`, `name` and
             `arguments` (the arguments JSON as far as it came).
@@ -265,8 +266,17 @@ class ToolCallParseError(ServerError):
         self.tool_calls = tuple(dict(call) for call in tool_calls)
         if not self.raw_output:
             calls = [f'{{"name": {json.dumps(call.get("name"))}, "arguments": {call.get("arguments") or ""}'
+                     + ("}" if _is_json(call.get("arguments")) else "")  # closed only when they are complete
                      for call in self.tool_calls]
             self.raw_output = "\n".join(part for part in (text, *calls) if part)
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 class StructuredOutputError(LlamaCppError, ValueError):
@@ -314,9 +324,6 @@ class StructuredOutputJSONError(StructuredOutputError, json.JSONDecodeError):
         self.pos = pos
         self.lineno = raw_text.count("\n", 0, pos) + 1
         self.colno = pos - raw_text.rfind("\n", 0, pos)
-
-    def __reduce__(self) -> Any:
-        return Exception.__reduce__(self)
 
 
 class _ErrorList(list[str]):

@@ -165,7 +165,7 @@ def test_real_server_stream_fails_with_the_call_so_far(bad_tool_call_server):
                            if "contentBlockDelta" in e)
         assert streamed == error.tool_calls[0]["arguments"]
         # the server stays usable, and an integer-only tool gets a valid call from the same model
-        result = model.chat("What is 2 + 3?", [ADD_TOOL], max_tokens=60)
+        result = model.chat("What is 2 + 3?", [ADD_TOOL], max_tokens=200, temperature=0)
         assert result.stop_reason == "tool_use" and result.tool_uses[0].name == "add"
 
 
@@ -175,3 +175,11 @@ def test_real_server_required_tool_choice_fails_the_same_way(bad_tool_call_serve
         with pytest.raises(lite.ToolCallParseError) as info:
             model.chat("Weather?", [WEATHER_TOOL], tool_choice={"any": {}})
     assert info.value.tool_calls and info.value.status_code == 500
+
+
+def test_a_complete_call_before_the_error_is_rendered_closed(server, model):
+    server.script(fs.sse_stream(ROLE, call_chunk(name="get_weather", arguments='{"city": "Oslo"}'), PARSE_ERROR,
+                                done=False, end="finish-close"))
+    with pytest.raises(lite.ToolCallParseError) as info:
+        model.chat("weather?", [WEATHER_TOOL])
+    assert info.value.raw_output == '{"name": "get_weather", "arguments": {"city": "Oslo"}}'
