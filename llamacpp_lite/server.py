@@ -230,6 +230,7 @@ class LlamaServer:
         startup_timeout: Seconds to wait for `/health` to answer 200.
         stop_timeout: Seconds between terminate and kill when stopping.
         env: Extra environment variables for the process.
+        mmproj: A multimodal projector GGUF for the model (`--mmproj`): image and audio input.
 
     Attributes:
         base_url: `http://127.0.0.1:<port>` once started (plus an `--api-prefix` given in `extra_args`).
@@ -247,6 +248,7 @@ class LlamaServer:
         startup_timeout: float = 60.0,
         stop_timeout: float = 5.0,
         env: Mapping[str, str] | None = None,
+        mmproj: str | os.PathLike[str] | None = None,
     ) -> None:
         self.model = pathlib.Path(model)
         self.binary = find_llama_server(binary)
@@ -260,6 +262,7 @@ class LlamaServer:
         self.port: int | None = None
         self.base_url: str | None = None
         self.log_path: pathlib.Path | None = None
+        self.mmproj = pathlib.Path(mmproj) if mmproj is not None else None
 
     def __repr__(self) -> str:
         return f"LlamaServer(model={str(self.model)!r}, base_url={self.base_url!r})"
@@ -309,6 +312,8 @@ class LlamaServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))
         command = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1", "--port", str(self.port),
                    *self.extra_args]
+        if self.mmproj is not None:
+            command += ["--mmproj", str(self.mmproj)]
         with open(self.log_path, "wb") as log:
             try:
                 self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

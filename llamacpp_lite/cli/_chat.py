@@ -10,6 +10,7 @@ import pathlib
 import sys
 from typing import Any, TextIO
 
+from .._content import AUDIO_FORMATS, IMAGE_FORMATS
 from .._errors import LlamaCppError
 from .._model import LlamaCppModel
 from .._result import ChatResult, collect_result
@@ -127,7 +128,8 @@ def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema:
 
 
 def _user_message(text: str, media: list[dict]) -> dict:
-    return {"role": "user", "content": [{"text": text}, *media]}
+    """The media first, then the question (as in a Strands block holding both)."""
+    return {"role": "user", "content": [*media, {"text": text}]}
 
 
 def _read_turn(prompt: bool) -> str | None:
@@ -195,6 +197,7 @@ def add(commands: Any, connection: argparse.ArgumentParser) -> None:
   {PROG} chat --param top_k=40 --param 'stop=["\\n\\n"]' --seed 1 "Write a haiku."
   {PROG} chat --json-schema pet.schema.json "Describe a pet." | jq .name
   {PROG} chat --image photo.png "What is in this picture?"
+  {PROG} chat --image chart.jpg --audio question.wav "Answer the question about the chart."
   {PROG} chat --json --quiet "hi" | jq -c 'select(.metadata)'
 """, [connection])
     chat.add_argument("prompt", nargs="?", metavar="PROMPT",
@@ -211,8 +214,11 @@ def add(commands: Any, connection: argparse.ArgumentParser) -> None:
     constraint.add_argument("--grammar", metavar="FILE", help="constrain the answer with a GBNF grammar file")
     constraint.add_argument("--json-schema", metavar="FILE",
                             help="constrain the answer with a JSON Schema file; print the validated JSON only")
-    chat.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)")
-    chat.add_argument("--audio", action="append", default=[], metavar="FILE", help="attach audio (repeatable)")
+    chat.add_argument("--image", action="append", default=[], metavar="FILE",
+                      help=f"attach an image, its format from the suffix: {', '.join(IMAGE_FORMATS)} (repeatable)")
+    chat.add_argument("--audio", action="append", default=[], metavar="FILE",
+                      help=f"attach audio, its format from the suffix: {', '.join(sorted(set(AUDIO_FORMATS.values())))}"
+                           " (repeatable)")
     chat.add_argument("--hide-reasoning", action="store_true", help="do not print the model's reasoning")
     chat.add_argument("--json", action="store_true", help="print every stream event as a JSON line")
     chat.add_argument("-q", "--quiet", action="store_true", help="no statistics line on stderr")
