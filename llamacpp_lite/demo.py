@@ -126,11 +126,8 @@ def run_demo(
 
 def _media_turns(model: LlamaCppModel, modalities: Mapping[str, bool], out: TextIO) -> None:
     """Send one image turn and one audio turn, each next to the same question without the media."""
-    try:
-        from .testing.media import tiny_png, tiny_wav
-    except ImportError as exc:  # the testing package needs the `testing` extra (gguf, numpy)
-        print(f"   skipped: the media need the testing extra ({exc})", file=out)
-        return
+    from .testing.media import tiny_png, tiny_wav  # standard library only (no testing extra needed)
+
     turns = (
         ("image", "vision", "an 8x8 PNG", {"image": {"format": "png", "source": {"bytes": tiny_png()}}},
          "Describe this image"),
