@@ -198,6 +198,18 @@ class BaseClient:
 
     # -- calls ----------------------------------------------------------------------------------
 
+    def _model_meta(self) -> Optional[dict[str, Any]]:
+        """The loaded model's `meta` in `/v1/models` (`n_vocab`, `vocab_type`, `n_embd`...), or None
+        when the server does not say (no such endpoint, several models none of which is ours...)."""
+        try:
+            models = self._field(self._get("/v1/models"), "data", list, "/v1/models")
+        except LlamaCppError:
+            return None
+        mine = [entry for entry in models if isinstance(entry, dict)
+                and (len(models) == 1 or entry.get("id") == self._config.model_id)]
+        meta = mine[0].get("meta") if mine else None
+        return meta if isinstance(meta, dict) else None
+
     def _token_ids(self, text: str, *, add_special: bool = False) -> list[int]:
         """The server's token ids of `text` (special tokens parsed; `add_special` adds BOS/EOS...)."""
         answer = self._post("/tokenize", {"content": text, "add_special": add_special})

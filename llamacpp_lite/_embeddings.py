@@ -22,6 +22,7 @@ from ._tokens import check_token_ids
 
 __all__ = [
     "ASSUMED_MAX_WIDTH",
+    "TOKENS_PER_BYTE",
     "EmbeddingInput",
     "Embeddings",
     "MAX_INPUTS_PER_REQUEST",
@@ -34,8 +35,9 @@ __all__ = [
     "may_exceed",
     "parse_embeddings",
     "parse_rerank",
-    "too_long",
     "to_inputs",
+    "tokens_per_byte",
+    "too_long",
     "truncate_tokens",
 ]
 
@@ -50,7 +52,7 @@ ASSUMED_MAX_WIDTH = 16_384
 """Numbers per vector assumed before the first answer tells the model's real width."""
 
 _ITEM_OVERHEAD = 128  # bytes of JSON around each vector: index, object, encoding_format
-_SPECIAL_MARGIN = 16  # more tokens than UTF-8 bytes a tokenizer may give (BOS/EOS/SEP, a space prefix)
+_SPECIAL_MARGIN = 16  # tokens a tokenizer adds besides the text's own (BOS/EOS/SEP, a space prefix)
 _RESERVED = {
     "embed": frozenset({"input", "content", "encoding_format", "model"}),
     "rerank": frozenset({"query", "documents", "texts", "top_n", "return_text", "model"}),
@@ -156,13 +158,29 @@ def check_input_lengths(inputs: Sequence[EmbeddingInput], limit: int) -> None:
             raise too_long(index, len(item), limit)
 
 
-def may_exceed(text: str, limit: int) -> bool:
+TOKENS_PER_BYTE: Mapping[int, int] = {1: 1, 2: 1, 5: 1, 3: 2}
+"""The most tokens per UTF-8 byte of a text, by llama.cpp vocabulary type (`/v1/models` meta
+`vocab_type`): SPM (1), BPE (2) and RWKV (5) consume at least one byte per token; WordPiece (3)
+may add a word-start token to a one-byte word. Unigram (4, e.g. T5 and XLM-R) normalizes text
+first (NFKC can turn one character into many), so it has no such bound, nor have the others."""
+
+
+def tokens_per_byte(meta: Optional[Mapping[str, Any]]) -> Optional[int]:
+    """The bound of `TOKENS_PER_BYTE` for a model's `/v1/models` meta; None when there is none."""
+    vocab_type = meta.get("vocab_type") if meta is not None else None
+    return TOKENS_PER_BYTE.get(vocab_type) if type(vocab_type) is int else None
+
+
+def may_exceed(text: str, limit: int, per_byte: Optional[int]) -> bool:
     """Whether `text` may have more than `limit` tokens; False means it surely has not.
 
-    Every tokenizer of llama.cpp gives at most one token per UTF-8 byte, plus a few special
-    tokens (BOS, EOS or SEP, a space prefix), so a short text needs no tokenizing to know.
+    Args:
+        text: The text.
+        limit: The most tokens allowed.
+        per_byte: The tokenizer's most tokens per UTF-8 byte (`tokens_per_byte`); None when
+            unknown, and then every text may exceed.
     """
-    return len(text.encode("utf-8")) + _SPECIAL_MARGIN > limit
+    return per_byte is None or len(text.encode("utf-8")) * per_byte + _SPECIAL_MARGIN > limit
 
 
 def truncate_tokens(full: list[int], plain: list[int], limit: int) -> list[int]:

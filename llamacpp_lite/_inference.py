@@ -66,12 +66,7 @@ class InferenceMixin(BaseClient):
 
     def _explain_unknown_token(self, ids: list[int], error: ServerError) -> LlamaCppError:
         """The error naming the first id beyond the vocabulary (`/v1/models` meta), else `error`."""
-        try:
-            models = self._field(self._get("/v1/models"), "data", list, "/v1/models")
-            mine = [entry for entry in models if len(models) == 1 or entry.get("id") == self._config.model_id]
-            n_vocab = mine[0]["meta"]["n_vocab"]
-        except (LlamaCppError, LookupError, TypeError, AttributeError):
-            return error
+        n_vocab = (self._model_meta() or {}).get("n_vocab")
         if type(n_vocab) is not int:
             return error
         unknown = next(((index, token) for index, token in enumerate(ids) if token >= n_vocab), None)

@@ -5,10 +5,12 @@ batch (`-ub`, default 512 tokens; with last-token pooling, a slot's context) and
 reports that size. Over it, the whole request fails with a 500 ("too large to process", or a
 context error) that does not say which input. So the limit is a setting, `batch_limit` (default
 512, the server's default), and the common case costs nothing extra: inputs are sent as they
-are. Only when the server refuses a request are its inputs counted with the server's tokenizer
-(texts short enough in UTF-8 bytes to fit surely are skipped); an input over the limit becomes
-`InputTooLongError` naming it, else the server's own error is raised. `truncate=True` counts
-before sending instead, and sends the token ids of any input that is too long, cut to the limit.
+are. Only when the server refuses a request are its inputs counted with the server's tokenizer;
+an input over the limit becomes `InputTooLongError` naming it, else the server's own error is
+raised. `truncate=True` counts before sending instead, and sends the token ids of any input that
+is too long, cut to the limit. Either way a text too short in UTF-8 bytes to be over the limit is
+not counted, for the tokenizers where that is sure (`_embeddings.TOKENS_PER_BYTE`, by the
+`vocab_type` that `/v1/models` reports; one request per call).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class RetrievalMixin(BaseClient):
         extra = normalize_params(params)
         _embeddings.check_reserved(extra, "embed")
         if truncate:
-            inputs = [self._truncated(item, limit) for item in inputs]
+            per_byte = _embeddings.tokens_per_byte(self._model_meta())
+            inputs = [self._truncated(item, limit, per_byte) for item in inputs]
         else:
             _embeddings.check_input_lengths(inputs, limit)
         budget = self._transport.limits.json_body // 2
@@ -92,9 +95,10 @@ class RetrievalMixin(BaseClient):
         context = False
         if isinstance(error, ContextWindowOverflowException) and type(error.n_ctx) is int:
             context, limit = True, error.n_ctx
+        per_byte = _embeddings.tokens_per_byte(self._model_meta())
         try:
             for offset, item in enumerate(batch):
-                if isinstance(item, str) and not _embeddings.may_exceed(item, limit):
+                if isinstance(item, str) and not _embeddings.may_exceed(item, limit, per_byte):
                     continue
                 n_tokens = len(item) if isinstance(item, list) else len(self._token_ids(item, add_special=True))
                 if n_tokens > limit:
@@ -103,11 +107,11 @@ class RetrievalMixin(BaseClient):
             pass  # the inputs cannot be counted: the server's own error says what it can
         return error
 
-    def _truncated(self, item: EmbeddingInput, limit: int) -> EmbeddingInput:
+    def _truncated(self, item: EmbeddingInput, limit: int, per_byte: Optional[int]) -> EmbeddingInput:
         """`item`, or its token ids cut to `limit` when it has more tokens."""
         if isinstance(item, list):
             return item[:limit]
-        if not _embeddings.may_exceed(item, limit):
+        if not _embeddings.may_exceed(item, limit, per_byte):
             return item
         full = self._token_ids(item, add_special=True)
         if len(full) <= limit:

@@ -98,6 +98,19 @@ def test_complete_streams_the_text_then_statistics(real_server, real_model, writ
 
 
 @pytest.mark.real_server
+def test_complete_errors_exit_with_their_status(real_server, small_ctx_server, write):
+    url = real_server.base_url
+    broken = run("complete", "--base-url", url, "--grammar", write("a.gbnf", 'root ::= "a"\n'), "--param",
+                 "ignore_eos=true", "--max-tokens", "5", "hi")  # the grammar is complete after "a": error in-stream
+    assert broken.returncode == 11 and broken.stdout == "a\n"
+    assert "empty grammar stack" in one_error_line(broken, "stream error")
+    rejected = run("complete", "--base-url", url, "--grammar", write("bad.gbnf", "root ::= ("), "hi")
+    assert rejected.returncode == 6 and "failed to parse grammar" in one_error_line(rejected, "request rejected")
+    overflow = run("complete", "--base-url", small_ctx_server.base_url, "word " * 400)
+    assert overflow.returncode == 7
+
+
+@pytest.mark.real_server
 def test_infill_streams_and_a_model_without_fim_exits_8(fim_server, real_server, write):
     result = run("infill", "--base-url", fim_server.base_url, "--prefix-file", write("head.py", "def f(\n"),
                  "--suffix", ")\n", "--extra", write("util.py", "x = 1\n"), "--max-tokens", "6")

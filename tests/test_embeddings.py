@@ -80,10 +80,16 @@ def test_embed_refuses_empty_and_too_long_token_input_without_a_server():
         model.embed("a", encoding_format="float")
 
 
-def test_may_exceed_is_sure_only_for_short_texts():
-    assert not emb.may_exceed("a" * 100, 512)
-    assert emb.may_exceed("a" * 500, 512)  # 500 bytes could be more than 512 tokens with specials
-    assert emb.may_exceed("€" * 170, 512)  # 510 bytes
+def test_may_exceed_is_sure_only_for_short_texts_of_bounded_tokenizers():
+    bpe = emb.tokens_per_byte({"vocab_type": 2, "n_vocab": 285})
+    wpm = emb.tokens_per_byte({"vocab_type": 3})
+    assert (bpe, wpm) == (1, 2)
+    assert not emb.may_exceed("a" * 100, 512, bpe) and not emb.may_exceed("a" * 100, 512, wpm)
+    assert emb.may_exceed("a" * 500, 512, bpe)  # 500 bytes could be more than 512 tokens with specials
+    assert emb.may_exceed("€" * 170, 512, bpe)  # 510 bytes
+    assert emb.may_exceed("a" * 300, 512, wpm)  # WordPiece: up to 2 tokens per byte
+    for meta in ({"vocab_type": 4}, {"vocab_type": 6}, {"vocab_type": "2"}, {}, None):  # unigram, others, unknown
+        assert emb.tokens_per_byte(meta) is None and emb.may_exceed("a", 512, emb.tokens_per_byte(meta))
 
 
 # -- truncation --------------------------------------------------------------------------------

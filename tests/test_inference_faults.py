@@ -33,6 +33,7 @@ NO_FIM = {"error": {"code": 501, "message": "Infill is not supported by this mod
 BAD_ID = {"error": {"code": 500, "message": "vector::_M_range_check: __n (which is 99999) >= this->size() (which is "
                                             "285)", "type": "server_error"}}
 LONG = "x" * 600
+BPE_MODEL = fs.respond_json(200, {"object": "list", "data": [{"id": "m", "meta": {"vocab_type": 2, "n_vocab": 285}}]})
 
 
 @pytest.fixture
@@ -84,32 +85,43 @@ def completion_partial(content: str) -> dict:
 
 
 def test_a_refused_request_names_the_long_input_counting_only_what_may_be_long(server, model):
-    server.script(fs.respond_json(500, TOO_LARGE), tokens(600))
+    server.script(fs.respond_json(500, TOO_LARGE), BPE_MODEL, tokens(600))
     with pytest.raises(lite.InputTooLongError) as info:
         model.embed(["short", "also short", LONG])
     assert (info.value.index, info.value.n_tokens, info.value.limit) == (2, 600, 512)
     assert isinstance(info.value.__cause__, lite.ServerError)
-    assert server.paths == ["/v1/embeddings", "/tokenize"]  # the short inputs were not counted
-    assert server.requests[1].json() == {"content": LONG, "add_special": True}
+    assert server.paths == ["/v1/embeddings", "/v1/models", "/tokenize"]  # short texts are not counted (BPE)
+    assert server.requests[2].json() == {"content": LONG, "add_special": True}
+
+
+def test_without_a_known_tokenizer_every_input_is_counted(server, model):
+    unigram = {"object": "list", "data": [{"id": "m", "meta": {"vocab_type": 4}}]}
+    server.script(fs.respond_json(500, TOO_LARGE), fs.respond_json(200, unigram), tokens(3), tokens(600),
+                  fs.respond_json(500, TOO_LARGE), fs.respond_json(404, {"error": {"type": "not_found_error"}}),
+                  tokens(3), tokens(600))
+    for _ in range(2):  # unigram (NFKC may make many tokens of one character), then no /v1/models at all
+        with pytest.raises(lite.InputTooLongError, match="input 1 has 600 tokens"):
+            model.embed(["short", LONG])
+    assert server.paths == ["/v1/embeddings", "/v1/models", "/tokenize", "/tokenize"] * 2
 
 
 def test_a_refusal_no_input_explains_is_the_servers_error(server, model):
-    server.script(fs.respond_json(500, TOO_LARGE), tokens(100))
+    server.script(fs.respond_json(500, TOO_LARGE), BPE_MODEL, tokens(100))
     with pytest.raises(lite.ServerError, match="too large to process") as info:
         model.embed(["short", LONG])  # 100 tokens by the tokenizer: not over the limit of 512
     assert not isinstance(info.value, lite.InputTooLongError)
-    assert server.paths == ["/v1/embeddings", "/tokenize"]
+    assert server.paths == ["/v1/embeddings", "/v1/models", "/tokenize"]
 
 
 def test_a_refusal_whose_inputs_cannot_be_counted_is_the_servers_error(server, model):
-    server.script(fs.respond_json(500, TOO_LARGE), fs.respond_json(404, {"error": {"message": "File Not Found",
-                                                                                   "type": "not_found_error"}}))
+    server.script(fs.respond_json(500, TOO_LARGE), BPE_MODEL,
+                  fs.respond_json(404, {"error": {"message": "File Not Found", "type": "not_found_error"}}))
     with pytest.raises(lite.ServerError, match="too large to process"):
         model.embed(["a", LONG])
 
 
 def test_a_context_refusal_names_the_input_with_the_slots_context(server, model):
-    server.script(fs.respond_json(400, OVERFLOW), tokens(3001))
+    server.script(fs.respond_json(400, OVERFLOW), BPE_MODEL, tokens(3001))
     with pytest.raises(lite.InputTooLongError, match="a slot's context") as info:
         model.embed(["a", "y" * 3000])
     assert (info.value.index, info.value.n_tokens, info.value.limit) == (1, 3001, 2048)
@@ -137,12 +149,12 @@ def test_many_inputs_are_split_by_answer_size_and_come_back_in_order(server):
 
 def test_truncate_sends_the_cut_token_ids(server, model):
     # the LONG text: with specials [1] + 600 x [7] + [2]; without: 600 x [7]
-    server.script(fs.respond_json(200, {"tokens": [1, *[7] * 600, 2]}), fs.respond_json(200, {"tokens": [7] * 600}),
-                  embeddings_echo())
+    server.script(BPE_MODEL, fs.respond_json(200, {"tokens": [1, *[7] * 600, 2]}),
+                  fs.respond_json(200, {"tokens": [7] * 600}), embeddings_echo())
     result = model.embed(["a", LONG], truncate=True)
     sent = server.requests[-1].json()["input"]
     assert sent == ["a", [1, *[7] * 510, 2]] and len(result.vectors) == 2
-    assert [request.path for request in server.requests] == ["/tokenize", "/tokenize", "/v1/embeddings"]
+    assert server.paths == ["/v1/models", "/tokenize", "/tokenize", "/v1/embeddings"]
 
 
 @pytest.mark.parametrize("body", [
@@ -174,7 +186,7 @@ def test_a_silent_server_is_a_read_timeout(server):
 
 
 def test_embed_errors_reach_the_async_twin(server):
-    server.script(fs.respond_json(500, TOO_LARGE), tokens(600))
+    server.script(fs.respond_json(500, TOO_LARGE), BPE_MODEL, tokens(600))
 
     async def main():
         async with AsyncLlamaCppModel(server.url, timeout=(2, 2), retry=None) as model:

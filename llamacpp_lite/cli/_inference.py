@@ -75,13 +75,15 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 def _show(chunks: Iterator[CompletionChunk], quiet: bool) -> None:
     """Print the text as it arrives, then (unless `quiet`) the statistics line on stderr."""
     final = None
-    for chunk in chunks:
-        if chunk.text:
-            sys.stdout.write(chunk.text)
-            sys.stdout.flush()
-        final = chunk.final or final
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    try:
+        for chunk in chunks:
+            if chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+            final = chunk.final or final
+    finally:  # end the line, also when the stream fails or is interrupted
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if final is not None and not quiet:
         speed = final.timings.get("predicted_per_second")
         parts = [f"{final.completion_tokens} tokens"] + ([f"{speed:.1f} tokens/s"] if speed else [])
