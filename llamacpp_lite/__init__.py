@@ -10,7 +10,9 @@ Example:
 import logging
 
 from ._async import AsyncLlamaCppModel
+from ._completion import Completion, CompletionChunk
 from ._config import Limits, UnsupportedParameterWarning
+from ._embeddings import Embeddings, Ranked
 from ._errors import (
     APIError,
     Aborted,
@@ -20,6 +22,7 @@ from ._errors import (
     ConnectTimeout,
     ContextWindowOverflowException,
     DeadlineExceeded,
+    InputTooLongError,
     InvalidRequestError,
     LlamaCppError,
     LlamaCppWarning,
@@ -36,6 +39,7 @@ from ._errors import (
 )
 from ._model import DEFAULT_RETRY, EventStream, LlamaCppModel
 from ._result import ChatResult, ServerProps, ToolUse
+from ._tokens import Token, TokenProbability
 from ._version import __version__
 
 __all__ = [
@@ -45,12 +49,16 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChatResult",
+    "Completion",
+    "CompletionChunk",
     "ConnectError",
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DEFAULT_RETRY",
     "DeadlineExceeded",
+    "Embeddings",
     "EventStream",
+    "InputTooLongError",
     "InvalidRequestError",
     "Limits",
     "LlamaCppError",
@@ -59,6 +67,7 @@ __all__ = [
     "ModalityNotSupportedError",
     "ModelThrottledException",
     "NotSupportedError",
+    "Ranked",
     "ReadTimeout",
     "ServerError",
     "ServerProps",
@@ -66,6 +75,8 @@ __all__ = [
     "StreamError",
     "StructuredOutputError",
     "TimeoutException",
+    "Token",
+    "TokenProbability",
     "ToolUse",
     "TransportError",
     "UnsupportedParameterWarning",

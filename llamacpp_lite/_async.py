@@ -21,10 +21,13 @@ import asyncio
 import collections
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Mapping, Optional, Sequence, TypeVar, Union, overload
 
+from ._completion import Completion, CompletionChunk
+from ._embeddings import Embeddings, Ranked
 from ._model import LlamaCppModel
 from ._result import ChatResult, ServerProps
+from ._tokens import Token
 from ._transport import CancelScope
 
 __all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
@@ -310,9 +313,53 @@ class AsyncLlamaCppModel:
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def tokenize(self, text: str) -> list[int]:
+    @overload
+    async def tokenize(self, text: str, *, add_special: bool = ..., with_pieces: Literal[False] = ...) -> list[int]: ...
+
+    @overload
+    async def tokenize(self, text: str, *, add_special: bool = ..., with_pieces: Literal[True]) -> list[Token]: ...
+
+    async def tokenize(self, text: str, *, add_special: bool = False,
+                       with_pieces: bool = False) -> Union[list[int], list[Token]]:
         """See `LlamaCppModel.tokenize`."""
-        return await run_in_thread(self.sync.tokenize, text)
+        return await run_in_thread(self.sync.tokenize, text, add_special=add_special, with_pieces=with_pieces)
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """See `LlamaCppModel.detokenize`."""
+        return await run_in_thread(self.sync.detokenize, tokens)
+
+    async def complete(self, prompt: Union[str, Sequence[int]], **params: Any) -> Completion:
+        """See `LlamaCppModel.complete`."""
+        return await run_in_thread(self.sync.complete, prompt, **params)
+
+    async def stream_complete(self, prompt: Union[str, Sequence[int]], **params: Any) -> AsyncIterator[CompletionChunk]:
+        """See `LlamaCppModel.stream_complete`; yields the same chunks, asynchronously."""
+        async for chunk in aiter_in_thread(self.sync.stream_complete(prompt, **params)):
+            yield chunk
+
+    async def infill(self, prefix: str, suffix: str, *, prompt: Optional[str] = None,
+                     input_extra: Optional[Sequence[Mapping[str, str]]] = None, **params: Any) -> Completion:
+        """See `LlamaCppModel.infill`."""
+        return await run_in_thread(self.sync.infill, prefix, suffix, prompt=prompt, input_extra=input_extra, **params)
+
+    async def stream_infill(self, prefix: str, suffix: str, *, prompt: Optional[str] = None,
+                            input_extra: Optional[Sequence[Mapping[str, str]]] = None,
+                            **params: Any) -> AsyncIterator[CompletionChunk]:
+        """See `LlamaCppModel.stream_infill`; yields the same chunks, asynchronously."""
+        async for chunk in aiter_in_thread(self.sync.stream_infill(prefix, suffix, prompt=prompt, input_extra=input_extra, **params)):  # noqa: E501
+            yield chunk
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    async def embed(self, input: Union[str, Sequence[Any]], *, truncate: bool = False,
+                    batch_limit: Optional[int] = None, **params: Any) -> Embeddings:
+        """See `LlamaCppModel.embed`."""
+        return await run_in_thread(self.sync.embed, input, truncate=truncate, batch_limit=batch_limit, **params)
+
+    async def rerank(self, query: str, documents: Sequence[str], *, top_n: Optional[int] = None,
+                     **params: Any) -> list[Ranked]:
+        """See `LlamaCppModel.rerank`."""
+        return await run_in_thread(self.sync.rerank, query, documents, top_n=top_n, **params)
 
     # -- server management -------------------------------------------------------------------
 

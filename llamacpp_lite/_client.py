@@ -17,6 +17,7 @@ from urllib3.util.retry import Retry
 
 from ._config import (
     DEFAULT_BASE_URL,
+    DEFAULT_BATCH_LIMIT,
     Limits,
     ModelConfig,
     TimeoutValue,
@@ -27,6 +28,7 @@ from ._config import (
 )
 from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
 from ._json import encode_body
+from ._tokens import parse_token_ids
 from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE"]
@@ -94,11 +96,12 @@ class BaseClient:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         verify: bool | str = True,
         limits: Optional[Limits] = None,
+        batch_limit: int = DEFAULT_BATCH_LIMIT,
     ) -> None:
         self.base_url, credentials = _base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
         self._timeout = normalize_timeout(timeout)
         self._config = ModelConfig().updated(
-            model_id=model_id, params=params, context_window_limit=context_window_limit
+            model_id=model_id, params=params, context_window_limit=context_window_limit, batch_limit=batch_limit
         )
         if type(pool_maxsize) is not int or pool_maxsize < 1:
             raise InvalidRequestError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
@@ -137,7 +140,7 @@ class BaseClient:
     # -- configuration ------------------------------------------------------------------------
 
     def update_config(self, **model_config: Any) -> None:
-        """Replace settings (`model_id`, `params`, `context_window_limit`).
+        """Replace settings (`model_id`, `params`, `context_window_limit`, `batch_limit`).
 
         `params` replaces the previous params as a whole, as in Strands.
 
@@ -194,6 +197,23 @@ class BaseClient:
         return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
 
     # -- calls ----------------------------------------------------------------------------------
+
+    def _model_meta(self) -> Optional[dict[str, Any]]:
+        """The loaded model's `meta` in `/v1/models` (`n_vocab`, `vocab_type`, `n_embd`...), or None
+        when the server does not say (no such endpoint, several models none of which is ours...)."""
+        try:
+            models = self._field(self._get("/v1/models"), "data", list, "/v1/models")
+        except LlamaCppError:
+            return None
+        mine = [entry for entry in models if isinstance(entry, dict)
+                and (len(models) == 1 or entry.get("id") == self._config.model_id)]
+        meta = mine[0].get("meta") if mine else None
+        return meta if isinstance(meta, dict) else None
+
+    def _token_ids(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The server's token ids of `text` (special tokens parsed; `add_special` adds BOS/EOS...)."""
+        answer = self._post("/tokenize", {"content": text, "add_special": add_special})
+        return parse_token_ids(self._field(answer, "tokens", list, "/tokenize"), "/tokenize")
 
     def _params(self, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
         """The configured params with this call's `overrides` on top (both normalized)."""

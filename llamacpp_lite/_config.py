@@ -17,17 +17,22 @@ from ._json import encode_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_BATCH_LIMIT",
     "Limits",
     "ModelConfig",
     "TimeoutValue",
     "UnsupportedParameterWarning",
     "check_api_key",
+    "check_batch_limit",
     "check_headers",
     "normalize_params",
     "normalize_timeout",
 ]
 
 DEFAULT_BASE_URL = "http://localhost:8080"
+
+DEFAULT_BATCH_LIMIT = 512
+"""llama-server's default physical batch size (`-ub`): the most tokens one embedded input may have."""
 
 TimeoutValue = Union[None, float, Tuple[Optional[float], Optional[float]]]
 """None (no timeout), seconds for both phases, or `(connect, read)` seconds (either may be None)."""
@@ -131,11 +136,14 @@ class ModelConfig:
         model_id: The `model` field sent; a single-model llama-server ignores it.
         params: Request fields sent with every request (already normalized).
         context_window_limit: Tokens the caller wants to use at most, or None to ask the server.
+        batch_limit: The most tokens one input of `embed` may have: the server's physical batch
+            size (`-ub`; for last-token pooling, a slot's context). No endpoint reports it.
     """
 
     model_id: str = "default"
     params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     context_window_limit: Optional[int] = None
+    batch_limit: int = DEFAULT_BATCH_LIMIT
 
     def updated(self, **changes: Any) -> "ModelConfig":
         """Return a copy with `changes` applied (params are normalized and replace the old ones).
@@ -153,6 +161,8 @@ class ModelConfig:
         limit = changes.get("context_window_limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
             raise InvalidRequestError(f"context_window_limit must be a positive int or None, got {limit!r}")
+        if "batch_limit" in changes:
+            check_batch_limit(changes["batch_limit"])
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +171,7 @@ class ModelConfig:
             "model_id": self.model_id,
             "params": dict(self.params),
             "context_window_limit": self.context_window_limit,
+            "batch_limit": self.batch_limit,
         }
 
 
@@ -186,6 +197,17 @@ class Limits:
             value = getattr(self, field.name)
             if type(value) is not int or value <= 0:
                 raise InvalidRequestError(f"Limits.{field.name} must be a positive int, got {value!r}")
+
+
+def check_batch_limit(limit: Any) -> int:
+    """Return `limit`, checked to be a positive int (a `batch_limit`).
+
+    Raises:
+        InvalidRequestError: For anything else.
+    """
+    if type(limit) is not int or limit <= 0:
+        raise InvalidRequestError(f"batch_limit must be a positive int (the server's -ub), got {limit!r}")
+    return limit
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -4,6 +4,7 @@ Only these exceptions leave the library::
 
     LlamaCppError                       root of everything raised here
     ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
+    │   └── InputTooLongError           an input has more tokens than the server takes at once
     ├── TransportError                  the HTTP exchange itself failed
     │   ├── ConnectError                no connection (refused, DNS, TLS, proxy), or closed unanswered
     │   ├── Aborted                     the call was aborted (abort(), or its async task cancelled)
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DeadlineExceeded",
+    "InputTooLongError",
     "InvalidRequestError",
     "LlamaCppError",
     "LlamaCppWarning",
@@ -80,6 +82,29 @@ class LlamaCppWarning(UserWarning):
 
 class InvalidRequestError(LlamaCppError, ValueError):
     """The request cannot be sent as given (bad messages, options or URL); nothing was sent."""
+
+
+class InputTooLongError(InvalidRequestError):
+    """An input has more tokens than the server can take in one piece, so nothing was computed.
+
+    `embed` raises it for an input longer than the server's physical batch size (`-ub`, which
+    bounds one embedded input) or than a slot's context. The server answers such a request with a
+    bare 500 (or a context error) that does not say which input it was; this error names it. It
+    is raised before sending when the token count is known (token-id input), else after the
+    server refused the request and the inputs were counted with its tokenizer. Pass
+    `truncate=True` to embed the first `limit` tokens instead.
+
+    Attributes:
+        index: The position of the input in what was passed.
+        n_tokens: Its token count, by the server's tokenizer (special tokens included).
+        limit: The most tokens the server takes in one input.
+    """
+
+    def __init__(self, message: str, *, index: int, n_tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.n_tokens = n_tokens
+        self.limit = limit
 
 
 class TransportError(LlamaCppError):

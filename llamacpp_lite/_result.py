@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Mapping, Optional
 
+from ._tokens import TokenProbability, parse_probabilities
+
 __all__ = ["ChatResult", "ServerProps", "ToolUse", "collect_result"]
 
 
@@ -38,7 +40,8 @@ class ChatResult:
         usage: Strands usage (`inputTokens`, `outputTokens`, `totalTokens`, `cacheReadInputTokens`).
         metrics: `latencyMs` and `timeToFirstByteMs`.
         timings: The server's `timings` (tokens per second for prompt and generation).
-        logprobs: Per-token log-probabilities when they were asked for, else None.
+        logprobs: Per-token log-probabilities when they were asked for (`logprobs=True` or
+            `n_probs`), as the server sent them; else None. `probabilities` is the typed view.
     """
 
     text: str
@@ -49,6 +52,15 @@ class ChatResult:
     metrics: Mapping[str, Any]
     timings: Mapping[str, Any]
     logprobs: Optional[list] = None
+
+    @property
+    def probabilities(self) -> Optional[tuple[TokenProbability, ...]]:
+        """`logprobs`, typed: per token its text, log-probability and top alternatives; or None.
+
+        Raises:
+            StreamError: When the server's entries have another shape.
+        """
+        return None if self.logprobs is None else parse_probabilities(self.logprobs, "the chat logprobs")
 
 
 def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:

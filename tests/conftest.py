@@ -222,6 +222,18 @@ def bad_tool_call_server(llama_server_binary: pathlib.Path, model_dir: pathlib.P
     yield from _serve(llama_server_binary, model, "-c", "2048", "-np", "1")
 
 
+@pytest.fixture(scope="session")
+def embedding_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model serving embeddings with mean pooling (default `-ub` 512: the per-input limit)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-t", "1", "--embeddings", "--pooling", "mean")
+
+
+@pytest.fixture(scope="session")
+def rerank_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model as a reranker (`--reranking`: rank pooling; a mean-pooling server cannot rerank)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "--reranking")
+
+
 @pytest.fixture
 def real_model(real_server: LlamaServer) -> Iterator[LlamaCppModel]:
     """A client of the default real server."""

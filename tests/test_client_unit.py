@@ -39,7 +39,8 @@ def test_get_config_is_a_copy():
     config = model.get_config()
     config["params"]["top_k"] = 99
     config["model_id"] = "changed"
-    assert model.get_config() == {"model_id": "default", "params": {"top_k": 3}, "context_window_limit": None}
+    assert model.get_config() == {"model_id": "default", "params": {"top_k": 3}, "context_window_limit": None,
+                                  "batch_limit": 512}
 
 
 @pytest.mark.parametrize("base_url,expected", [

@@ -191,6 +191,35 @@ def read_stdin() -> str:
     return text
 
 
+# -- generation options (chat, complete, infill) ----------------------------------------------
+
+
+def param_option(parser: argparse.ArgumentParser) -> None:
+    """Add `--param KEY=VALUE` (repeatable; read as `args.param`, a list of pairs)."""
+    parser.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
+                        help="a request field; VALUE is JSON if it parses, else a string (repeatable)")
+
+
+def generation_options(parser: argparse.ArgumentParser, *, schema_help: str) -> None:
+    """Add `--param`, `--max-tokens`, `--temperature`, `--seed` and `--grammar` | `--json-schema`."""
+    param_option(parser)
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens to generate")
+    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    parser.add_argument("--seed", type=int, metavar="N", help="sampling seed")
+    constraint = parser.add_mutually_exclusive_group()
+    constraint.add_argument("--grammar", metavar="FILE", help="constrain the answer with a GBNF grammar file")
+    constraint.add_argument("--json-schema", metavar="FILE", help=schema_help)
+
+
+def generation_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields: `--param` pairs, overridden by the named options (not `--json-schema`)."""
+    params = dict(args.param)
+    named = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+             "grammar": read_text(args.grammar, "grammar file") if args.grammar else None}
+    params.update({key: value for key, value in named.items() if value is not None})
+    return params
+
+
 # -- the client -----------------------------------------------------------------------------
 
 
