@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, TextIO
 
 from ._model import LlamaCppModel
 from ._result import collect_result
-from .server import LlamaServer
+from .server import LlamaServer, describe_binary
 
 __all__ = ["run_demo", "tiny_model_path"]
 
@@ -54,6 +54,7 @@ def _server_url(base_url: Optional[str], out: TextIO) -> Iterator[str]:
         return
     with LlamaServer(tiny_model_path(), extra_args=["-t", "2", "--no-webui"]) as server:
         print(f"started llama-server (pid {server.pid}) on {server.base_url} with the tiny model", file=out)
+        print(f"binary: {describe_binary(server.binary)}", file=out)
         yield server.base_url
     print("stopped llama-server", file=out)
 

