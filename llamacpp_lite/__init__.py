@@ -24,6 +24,7 @@ from ._errors import (
     LlamaCppError,
     LlamaCppWarning,
     ModalityNotSupportedError,
+    ModelLoadError,
     ModelThrottledException,
     NotSupportedError,
     ReadTimeout,
@@ -33,9 +34,11 @@ from ._errors import (
     StructuredOutputError,
     TimeoutException,
     TransportError,
+    UnknownModelError,
 )
 from ._model import DEFAULT_RETRY, EventStream, LlamaCppModel
 from ._result import ChatResult, ServerProps, ToolUse
+from ._server_info import LoraAdapter, ModelInfo, SlotEraseResult, SlotInfo, SlotRestoreResult, SlotSaveResult
 from ._version import __version__
 
 __all__ = [
@@ -56,18 +59,26 @@ __all__ = [
     "LlamaCppError",
     "LlamaCppModel",
     "LlamaCppWarning",
+    "LoraAdapter",
     "ModalityNotSupportedError",
+    "ModelInfo",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
     "ReadTimeout",
     "ServerError",
     "ServerProps",
     "ServerStartError",
+    "SlotEraseResult",
+    "SlotInfo",
+    "SlotRestoreResult",
+    "SlotSaveResult",
     "StreamError",
     "StructuredOutputError",
     "TimeoutException",
     "ToolUse",
     "TransportError",
+    "UnknownModelError",
     "UnsupportedParameterWarning",
     "__version__",
 ]

@@ -7,6 +7,8 @@ Examples:
     llamacpp-lite chat --json "hi" | jq -c .        the Strands StreamEvents as JSON lines
     llamacpp-lite health; llamacpp-lite props       the server's state and key properties
     llamacpp-lite tokens "How long is this?"        exact token counts, by the server
+    llamacpp-lite models [--load ID | --unload ID]  a router's models, loaded on demand
+    llamacpp-lite chat --model ID "hi"              on a router, the model to use (any command)
     llamacpp-lite serve [MODEL.gguf]                a managed llama-server until Ctrl-C
     llamacpp-lite demo [--base-url URL]             the demo of the README
     llamacpp-lite COMMAND --help                    the options and examples of a command
@@ -43,7 +45,7 @@ import warnings
 from typing import Any, Sequence
 
 from .._version import __version__
-from . import _chat, _info, _serve
+from . import _chat, _info, _models, _serve
 from ._common import (
     EXIT_STATUSES,
     PROG,
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection = connection_options()
     _chat.add(commands, connection)
     _info.add(commands, connection)
+    _models.add(commands, connection)
     _serve.add(commands)
     return parser
 
