@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 __all__ = ["Nginx", "find_nginx", "free_port"]
 
@@ -155,4 +155,17 @@ class Nginx:
         for line in self.access_log.read_text().splitlines():
             path, status, upstream, upstream_status = (line.split("|", 3) + ["-", "-"])[:4]
             rows.append((path, int(status), upstream, upstream_status))
+        return rows
+
+    def requests_until(self, done: Callable[[list], bool], timeout: float = 10.0) -> list:
+        """`requests()` once `done(rows)` is true, or as they are after `timeout` seconds.
+
+        nginx writes a request's line when the request ends, which may be just after the client
+        has read the last event of a stream.
+        """
+        deadline = time.monotonic() + timeout
+        rows = self.requests()
+        while not done(rows) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            rows = self.requests()
         return rows

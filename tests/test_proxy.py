@@ -128,7 +128,8 @@ def test_503_while_a_backend_loads_its_model_is_retried(proxy, llama_server_bina
             with LlamaCppModel(proxy.spare_url, timeout=(5, 60)) as model:  # DEFAULT_RETRY: 503 is retried
                 result = model.chat("hi", max_tokens=4, ignore_eos=True)
             assert result.usage["outputTokens"] == 4
-            statuses = [status for path, status, _, _ in proxy.nginx.requests() if path == "/spare" + CHAT_PATH]
+            rows = proxy.nginx.requests_until(lambda rows: ("/spare" + CHAT_PATH, 200) in [row[:2] for row in rows])
+            statuses = [status for path, status, _, _ in rows if path == "/spare" + CHAT_PATH]
             assert statuses[0] == 503 and statuses[-1] == 200, statuses  # nginx passed the 503s, then the answer
             return
         finally:
@@ -162,7 +163,8 @@ def test_100_requests_spread_over_both_backends_all_succeed(proxy):
             concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda n: model.chat(f"request {n}", max_tokens=4, ignore_eos=True), range(100)))
     assert [result.usage["outputTokens"] for result in results] == [4] * 100
-    rows = [row for row in proxy.nginx.requests()[before:] if row[0] == "/llama" + CHAT_PATH]
+    rows = [row for row in proxy.nginx.requests_until(lambda rows: len(rows) >= before + 100)[before:]
+            if row[0] == "/llama" + CHAT_PATH]
     assert len(rows) == 100 and {status for _, status, _, _ in rows} == {200}
     served = {f"127.0.0.1:{backend.port}": 0 for backend in proxy.backends}
     for _, _, upstream, _ in rows:
