@@ -1,8 +1,10 @@
 """Server management: health, properties, models (router mode), slots, LoRA adapters and metrics.
 
 Which model a call is about: POST requests carry it in the body's `model` field and GET requests
-as `?model=` (the configured `model_id` unless the call names another). A llama-server router
-(`--models-dir` / `--models-preset`) routes by it; a single-model server ignores it.
+as `?model=` (the configured `model_id` unless the call names another; `props()` only when it is
+given one). A llama-server router (`--models-dir` / `--models-preset`) routes by it; a single-model
+server ignores it. Load and unload are the router's own endpoints (`/models/load`, `/models/unload`),
+waited for by polling `GET /models`.
 """
 
 from __future__ import annotations

@@ -216,9 +216,14 @@ def router_models(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def router_server(llama_server_binary: pathlib.Path, router_models: pathlib.Path) -> Iterator[LlamaServer]:
-    """A llama-server router over `router_models` that keeps one model loaded at a time (`--models-max 1`)."""
-    yield from _run(LlamaServer(models_dir=router_models, binary=llama_server_binary,
+def router_server(llama_server_binary: pathlib.Path, router_models: pathlib.Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A llama-server router over `router_models` that keeps one model loaded at a time (`--models-max 1`).
+
+    Its models' processes inherit `--metrics` and `--slot-save-path` from it.
+    """
+    yield from _run(LlamaServer(models_dir=router_models, binary=llama_server_binary, metrics=True,
+                                slot_save_path=tmp_path_factory.mktemp("router-slot-files"),
                                 extra_args=[*BASE_ARGS, "--models-max", "1", "-c", str(ROUTER_CTX), "-np", "1"]))
 
 

@@ -137,6 +137,19 @@ def test_a_model_that_cannot_load_raises_model_load_error(router):
     assert statuses(router)["broken"] == "failed"
 
 
+def test_slot_actions_and_metrics_reach_the_named_models_process(router_server):
+    with LlamaCppModel(router_server.base_url, model_id="alpha", timeout=(5, 60)) as alpha:
+        before = alpha.metrics()["llamacpp:tokens_predicted_total"]
+        prompt = "Cache this prompt in alpha's only slot."
+        alpha.chat(prompt, max_tokens=3, ignore_eos=True, id_slot=0, cache_prompt=True)
+        assert alpha.metrics()["llamacpp:tokens_predicted_total"] == before + 3
+        saved = alpha.save_slot(0, "alpha.bin")
+        assert alpha.erase_slot(0).n_erased == saved.n_saved > 0
+        assert alpha.restore_slot(0, "alpha.bin").n_restored == saved.n_saved
+        again = alpha.chat(prompt, max_tokens=1, id_slot=0, cache_prompt=True)
+        assert again.usage["cacheReadInputTokens"] > 0
+
+
 def test_lora_scales_cannot_be_set_through_a_router(router_server):
     with LlamaCppModel(router_server.base_url, model_id="alpha") as alpha:
         assert alpha.lora_adapters() == []  # routed to alpha, which has no adapter

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from llamacpp_lite import (
+    BadRequestError,
     InvalidRequestError,
     LlamaCppModel,
     ModelLoadError,
@@ -253,3 +254,19 @@ def test_arguments_are_checked_before_anything_is_sent(server):
             with pytest.raises(InvalidRequestError):
                 call()
     assert server.requests == []
+
+
+def test_a_model_that_started_loading_meanwhile_is_waited_for_not_an_error(server):
+    running = {"error": {"code": 400, "message": "model is already running", "type": "invalid_request_error"}}
+    server.script(models_answer("unloaded"), fs.respond_json(400, running), models_answer("loading"),
+                  models_answer("loading"), models_answer("loaded"))
+    with LlamaCppModel(server.url, retry=None) as model:
+        assert model.load_model("alpha", timeout=5).status == "loaded"
+    assert [request.method for request in server.requests] == ["GET", "POST", "GET", "GET", "GET"]
+
+
+def test_a_refused_unload_of_a_model_that_still_runs_is_raised(server):
+    refused = {"error": {"code": 400, "message": "model is not running", "type": "invalid_request_error"}}
+    server.script(models_answer("loaded"), fs.respond_json(400, refused), models_answer("loaded"))
+    with LlamaCppModel(server.url, retry=None) as model, pytest.raises(BadRequestError, match="not running"):
+        model.unload_model("alpha", timeout=5)
