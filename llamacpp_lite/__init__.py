@@ -27,6 +27,7 @@ from ._errors import (
     LlamaCppError,
     LlamaCppWarning,
     ModalityNotSupportedError,
+    ModelLoadError,
     ModelThrottledException,
     NotSupportedError,
     ReadTimeout,
@@ -36,10 +37,12 @@ from ._errors import (
     StructuredOutputError,
     TimeoutException,
     TransportError,
+    UnknownModelError,
 )
 from ._model import DEFAULT_RETRY, EventStream, LlamaCppModel
 from ._result import ChatResult, ServerProps, ToolUse
 from ._tokens import Token, TokenProbability
+from ._server_info import LoraAdapter, ModelInfo, SlotEraseResult, SlotInfo, SlotRestoreResult, SlotSaveResult
 from ._version import __version__
 
 __all__ = [
@@ -64,7 +67,10 @@ __all__ = [
     "LlamaCppError",
     "LlamaCppModel",
     "LlamaCppWarning",
+    "LoraAdapter",
     "ModalityNotSupportedError",
+    "ModelInfo",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
     "Ranked",
@@ -72,6 +78,10 @@ __all__ = [
     "ServerError",
     "ServerProps",
     "ServerStartError",
+    "SlotEraseResult",
+    "SlotInfo",
+    "SlotRestoreResult",
+    "SlotSaveResult",
     "StreamError",
     "StructuredOutputError",
     "TimeoutException",
@@ -79,6 +89,7 @@ __all__ = [
     "TokenProbability",
     "ToolUse",
     "TransportError",
+    "UnknownModelError",
     "UnsupportedParameterWarning",
     "__version__",
 ]

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, TypeVar
 from . import _wire
 from ._client import BaseClient
 from ._errors import (
+    BadRequestError,
     InvalidRequestError,
     LlamaCppError,
     ModalityNotSupportedError,
@@ -146,6 +147,11 @@ class ChatMixin(BaseClient):
                     yield event
         except ServerError as exc:
             raise self._explain_missing_modality(body, exc) from exc
+        except BadRequestError as exc:
+            explained = self._explain_bad_request(exc, body["model"])
+            if explained is exc:
+                raise
+            raise explained from exc
         finally:
             payloads.close()  # type: ignore[attr-defined]
 

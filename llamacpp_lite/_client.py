@@ -26,9 +26,10 @@ from ._config import (
     normalize_params,
     normalize_timeout,
 )
-from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
+from ._errors import BadRequestError, InvalidRequestError, LlamaCppError, StreamError, UnknownModelError, preview
 from ._json import encode_body
 from ._tokens import parse_token_ids
+from ._server_info import find_model, parse_models
 from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE"]
@@ -191,10 +192,46 @@ class BaseClient:
         return n_ctx
 
     def _server_context_size(self) -> Optional[int]:
-        """The per-slot context size the server reports (overridden where the server is a router)."""
-        settings = self._object(self._get("/props"), "/props").get("default_generation_settings") or {}
+        """The per-slot context size the server reports.
+
+        A router's own `/props` has no model (`n_ctx` 0): the configured model's are asked for
+        (`/props?model=`; the router loads the model if needed).
+        """
+        props = self._object(self._get("/props"), "/props")
+        if props.get("role") == "router":
+            props = self._object(self._get("/props", query={"model": self._config.model_id}), "/props")
+        settings = props.get("default_generation_settings") or {}
         n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
+
+    def _unknown_model(self, model_id: str, available: list, cause: Optional[BadRequestError] = None
+                       ) -> UnknownModelError:
+        """The error for a model id the server does not have, naming what it has."""
+        offers = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "") if available else "no model"
+        return UnknownModelError(
+            f"model {model_id!r} not found; the server offers: {offers}",
+            model_id=model_id,
+            available=available,
+            status_code=cause.status_code if cause is not None else 400,
+            error_type=cause.error_type if cause is not None else "invalid_request_error",
+            body=cause.body if cause is not None else None,
+        )
+
+    def _explain_bad_request(self, error: BadRequestError, model_id: str) -> BadRequestError:
+        """Return `UnknownModelError` when a 400 is a router's "model 'x' not found", else `error`.
+
+        Decided by the server's model list, not by the message; the message only saves that
+        look-up for 400s that cannot be about the model (they do not name it).
+        """
+        if isinstance(error, UnknownModelError) or f"'{model_id}'" not in error.message:
+            return error
+        try:
+            models = parse_models(self._get("/models"))
+        except LlamaCppError:
+            return error
+        if find_model(models, model_id) is not None:
+            return error
+        return self._unknown_model(model_id, [model.id for model in models], error)
 
     # -- calls ----------------------------------------------------------------------------------
 

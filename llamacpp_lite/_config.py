@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 from ._errors import InvalidRequestError, LlamaCppWarning
 from ._json import encode_body
+from ._server_info import lora_request
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -91,11 +92,12 @@ def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Renamed parameters are translated (`mirostat_lr` -> `mirostat_eta`, ...), parameters
     llama.cpp does not have are dropped with one `UnsupportedParameterWarning` per name, an
-    `extra_body` mapping (an OpenAI-SDK habit) is flattened into the top level, and `None`
-    values are dropped. Everything else passes through unchanged at the top level.
+    `extra_body` mapping (an OpenAI-SDK habit) is flattened into the top level, `None`
+    values are dropped, and `lora` may be `{adapter_id: scale}` (sent as the server's list).
+    Everything else passes through unchanged at the top level.
 
     Raises:
-        InvalidRequestError: When `params` is not a mapping of string keys.
+        InvalidRequestError: When `params` is not a mapping of string keys, or `lora` is malformed.
     """
     if params is None:
         return {}
@@ -124,6 +126,8 @@ def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         flat[RENAMED_PARAMS.get(name, name)] = value
     if "stream_options" in flat and not isinstance(flat["stream_options"], Mapping):
         raise InvalidRequestError("params['stream_options'] must be a mapping")
+    if "lora" in flat:
+        flat["lora"] = lora_request(flat["lora"])
     encode_body(flat)  # fails now, naming the field, for values JSON cannot carry (NaN, sets, bytes...)
     return flat
 

@@ -14,12 +14,14 @@ Only these exceptions leave the library::
     │       └── DeadlineExceeded        the call's deadline passed
     ├── APIError                        the server answered with an error status
     │   ├── BadRequestError             400 (and other 4xx)
-    │   │   └── ContextWindowOverflowException   exceed_context_size_error
+    │   │   ├── ContextWindowOverflowException   exceed_context_size_error
+    │   │   └── UnknownModelError       a model id the server (a router) does not have
     │   ├── AuthenticationError         401 / 403
     │   ├── NotSupportedError           404 / 501: no such endpoint or feature
     │   ├── ModelThrottledException     429, or 503 (model loading) once retries are spent
     │   └── ServerError                 500 (many client mistakes come back as 500)
-    │       └── ModalityNotSupportedError  image/audio input to a model without it
+    │       ├── ModalityNotSupportedError  image/audio input to a model without it
+    │       └── ModelLoadError          a router could not load the model
     ├── StreamError                     an answer that broke off, was malformed or carried an error
     ├── StructuredOutputError           the output did not parse or validate against the schema
     └── ServerStartError                the managed llama-server (LlamaServer) could not start
@@ -49,6 +51,7 @@ __all__ = [
     "LlamaCppError",
     "LlamaCppWarning",
     "ModalityNotSupportedError",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
     "ReadTimeout",
@@ -58,6 +61,7 @@ __all__ = [
     "StructuredOutputError",
     "TimeoutException",
     "TransportError",
+    "UnknownModelError",
 ]
 
 _PAYLOAD_PREVIEW = 300  # characters of an offending payload kept in a message
@@ -192,6 +196,20 @@ class ContextWindowOverflowException(BadRequestError):
         self.n_ctx: int | None = error.get("n_ctx")
 
 
+class UnknownModelError(BadRequestError):
+    """The server has no model of that id or alias (a router answers 400 "model 'x' not found").
+
+    Attributes:
+        model_id: The id asked for.
+        available: The ids the server offers, when they could be listed (else empty).
+    """
+
+    def __init__(self, message: str, *, model_id: str, available: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.available = list(available)
+
+
 class AuthenticationError(APIError):
     """The API key is missing or wrong (401), or not allowed (403)."""
 
@@ -218,6 +236,22 @@ class ModalityNotSupportedError(ServerError):
     def __init__(self, message: str, *, modality: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.modality = modality
+
+
+class ModelLoadError(ServerError):
+    """A router could not load the model: its process exited (bad file, too little memory...).
+
+    The router's log says why; `GET /models` shows `"failed": true` and the exit code.
+
+    Attributes:
+        model_id: The model that failed.
+        exit_code: The exit code of the model's process, when the router reported it.
+    """
+
+    def __init__(self, message: str, *, model_id: str, exit_code: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.exit_code = exit_code
 
 
 class StreamError(LlamaCppError):

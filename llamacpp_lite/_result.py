@@ -113,7 +113,8 @@ class ServerProps:
     """What `GET /props` says about the server, typed.
 
     Attributes:
-        n_ctx: The context size of one slot (`default_generation_settings.n_ctx`).
+        n_ctx: The context size of one slot (`default_generation_settings.n_ctx`); None when
+            unknown, e.g. from a router's own `/props` (ask with `props(model_id)` there).
         total_slots: How many requests the server runs at once.
         modalities: Input modalities of the loaded model (`vision`, `audio`, `video` -> bool).
         chat_template_caps: What the chat template supports (`supports_tool_calls`, ...).
@@ -134,8 +135,9 @@ class ServerProps:
     def from_json(cls, data: Mapping[str, Any]) -> "ServerProps":
         """Build from the decoded `/props` answer, tolerating missing fields."""
         settings = data.get("default_generation_settings") or {}
+        n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return cls(
-            n_ctx=settings.get("n_ctx") if isinstance(settings, Mapping) else None,
+            n_ctx=n_ctx or None,
             total_slots=data.get("total_slots"),
             modalities=dict(data.get("modalities") or {}),
             chat_template_caps=dict(data.get("chat_template_caps") or {}),
@@ -143,3 +145,8 @@ class ServerProps:
             model_path=data.get("model_path"),
             raw=data,
         )
+
+    @property
+    def is_router(self) -> bool:
+        """True for the props of a llama-server router itself (`role: "router"`), which has no model."""
+        return self.raw.get("role") == "router"

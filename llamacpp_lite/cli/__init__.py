@@ -11,6 +11,8 @@ Examples:
     llamacpp-lite rerank "query" doc1 doc2          documents by relevance (--reranking)
     llamacpp-lite complete "Once upon a time"       raw completion, no chat template, streamed
     llamacpp-lite infill --prefix A --suffix B      fill in the middle (code models), streamed
+    llamacpp-lite models [--load ID | --unload ID]  a router's models, loaded on demand
+    llamacpp-lite chat --model ID "hi"              on a router, the model to use (any command)
     llamacpp-lite serve [MODEL.gguf]                a managed llama-server until Ctrl-C
     llamacpp-lite demo [--base-url URL]             the demo of the README
     llamacpp-lite COMMAND --help                    the options and examples of a command
@@ -47,7 +49,7 @@ import warnings
 from typing import Any, Sequence
 
 from .._version import __version__
-from . import _chat, _inference, _info, _serve
+from . import _chat, _inference, _info, _models, _serve
 from ._common import (
     EXIT_STATUSES,
     PROG,
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _chat.add(commands, connection)
     _info.add(commands, connection)
     _inference.add(commands, connection)
+    _models.add(commands, connection)
     _serve.add(commands)
     return parser
 

@@ -225,7 +225,9 @@ def generation_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def client(args: argparse.Namespace, params: dict | None = None) -> LlamaCppModel:
     """Build the client from the connection options (the key falls back to $LLAMACPP_API_KEY)."""
-    return LlamaCppModel(args.base_url, timeout=args.timeout, api_key=args.api_key, params=params)
+    model_id = getattr(args, "model_id", None)
+    return LlamaCppModel(args.base_url, timeout=args.timeout, api_key=args.api_key, params=params,
+                         **({"model_id": model_id} if model_id is not None else {}))
 
 
 
@@ -244,6 +246,10 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--timeout", type=parse_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                        help="seconds allowed to connect and between two bytes of the answer, or "
                             "CONNECT,READ (default: 10,600)")
+    group.add_argument("--model", dest="model_id", metavar="ID",
+                       help="the model to use: on a llama-server router (--models-dir/--models-preset) "
+                            "or a proxy serving many models, its id (see `models`); a single-model "
+                            "server ignores it")
     return options
 
 
