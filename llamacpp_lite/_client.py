@@ -265,6 +265,9 @@ class BaseClient:
 
     def _post(self, path: str, body: Any, *, query: Optional[Mapping[str, str]] = None,
               call: Optional[Call] = None) -> Any:
+        """POST `body`; an object body names the configured model, which a router routes by."""
+        if isinstance(body, Mapping) and "model" not in body:
+            body = {"model": self._config.model_id, **body}  # a single-model server ignores it
         return self._transport.request_json("POST", path, body=encode_body(body), query=query, call=call,
                                             timeout=self._timeout)
 

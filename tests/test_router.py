@@ -185,3 +185,15 @@ def test_the_models_command_lists_loads_and_unloads(router_server):
     assert json.loads(props.stdout)["n_ctx"] == ROUTER_CTX
     unknown = cli("chat", "--base-url", url, "--model", "gamma", "hi")
     assert unknown.returncode == 6 and "'gamma' not found; the server offers: alpha, beta, broken" in unknown.stderr
+
+
+def test_the_inference_endpoints_route_by_model_id(router_server):
+    """Every POST names the configured model, which is what a router routes by."""
+    with LlamaCppModel(router_server.base_url, model_id="beta", timeout=(5, 60)) as client:
+        assert client.tokenize("hello") and client.detokenize(client.tokenize("hello")) == "hello"
+        assert client.count_tokens("hello", estimate=False) > 5  # /apply-template, then /tokenize
+        assert client.complete("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", max_tokens=4).text
+        assert statuses(client)["beta"] == "loaded"
+        client.update_config(model_id="alpha")
+        assert client.complete("hi", max_tokens=2).completion_tokens > 0
+        assert statuses(client)["alpha"] == "loaded"
