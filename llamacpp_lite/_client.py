@@ -204,7 +204,7 @@ class BaseClient:
         n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
 
-    def _unknown_model(self, model_id: str, available: list, cause: Optional[BadRequestError] = None
+    def _unknown_model(self, model_id: str, available: list[str], cause: Optional[BadRequestError] = None
                        ) -> UnknownModelError:
         """The error for a model id the server does not have, naming what it has."""
         offers = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "") if available else "no model"

@@ -46,12 +46,12 @@ class ChatResult:
 
     text: str
     reasoning: str
-    tool_uses: tuple
+    tool_uses: tuple[ToolUse, ...]
     stop_reason: str
     usage: Mapping[str, Any]
     metrics: Mapping[str, Any]
     timings: Mapping[str, Any]
-    logprobs: Optional[list] = None
+    logprobs: Optional[list[Any]] = None
 
     @property
     def probabilities(self) -> Optional[tuple[TokenProbability, ...]]:
@@ -99,7 +99,7 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
     )
 
 
-def _tool_use(tool_use_id: str, name: str, fragments: list) -> ToolUse:
+def _tool_use(tool_use_id: str, name: str, fragments: list[str]) -> ToolUse:
     raw = "".join(fragments)
     try:
         parsed = json.loads(raw) if raw else {}

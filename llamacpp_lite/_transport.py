@@ -54,7 +54,7 @@ from ._framing import Dechunker, Decompressor
 from ._json import decode_json
 from ._sse import iter_payloads
 
-__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "Transport", "split_credentials"]
+__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "Transport", "probe_status", "split_credentials"]
 
 _READ_SIZE = 256 * 1024  # bytes asked of the socket per read (less when less has arrived)
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -783,3 +783,16 @@ class Transport:
             if call is not None:
                 call.finish()
 
+
+def probe_status(url: str, *, timeout: float) -> Optional[int]:
+    """Return the HTTP status of a GET to `url`, or None when there is no answer (for `LlamaServer`).
+
+    Never through a proxy from the environment: it checks a server this process started locally.
+    """
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            with session.get(url, timeout=timeout, stream=True) as response:
+                return response.status_code
+        except requests.RequestException:
+            return None

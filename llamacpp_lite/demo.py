@@ -17,6 +17,7 @@ import pathlib
 import sys
 from typing import Any, Iterator, Mapping, Optional, TextIO
 
+from ._errors import ServerStartError
 from ._model import LlamaCppModel
 from ._result import collect_result
 from .server import LlamaServer, describe_binary
@@ -69,6 +70,8 @@ def _server_url(base_url: Optional[str], out: TextIO) -> Iterator[str]:
         print(f"started llama-server (pid {server.pid}) on {server.base_url} with the tiny model and projector",
               file=out)
         print(f"binary: {describe_binary(server.binary)}", file=out)
+        if server.base_url is None:  # pragma: no cover - set by start(), which __enter__ ran
+            raise ServerStartError("the managed llama-server has no URL")
         yield server.base_url
     print("stopped llama-server", file=out)
 

@@ -31,9 +31,9 @@ import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-import requests
 
 from ._errors import ServerStartError
+from ._transport import probe_status
 
 __all__ = ["BINARY_ENV", "CACHE_ENV", "CHOICE_FILE", "BinaryInfo", "LlamaServer", "describe_binary",
            "find_llama_server", "read_choice"]
@@ -58,7 +58,7 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "llamacpp-lite")
 
 
-def read_choice(cache: str | os.PathLike | None = None) -> dict[str, Any] | None:
+def read_choice(cache: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """Return the choice recorded by scripts/install-llama-server.sh, or None.
 
     Args:
@@ -83,7 +83,7 @@ def _executable(path: pathlib.Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def _locate(binary: str | os.PathLike | None) -> tuple[pathlib.Path, str]:
+def _locate(binary: str | os.PathLike[str] | None) -> tuple[pathlib.Path, str]:
     """Return the binary and where it was found (see `find_llama_server`)."""
     explicit = binary if binary is not None else os.environ.get(BINARY_ENV)
     if explicit:
@@ -114,7 +114,7 @@ def _locate(binary: str | os.PathLike | None) -> tuple[pathlib.Path, str]:
     )
 
 
-def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
+def find_llama_server(binary: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """Return the path of a llama-server binary.
 
     Args:
@@ -172,7 +172,7 @@ def _build_from_version(path: pathlib.Path, timeout: float) -> str:
     return "unknown"
 
 
-def describe_binary(binary: str | os.PathLike | None = None, *, timeout: float = 10.0) -> BinaryInfo:
+def describe_binary(binary: str | os.PathLike[str] | None = None, *, timeout: float = 10.0) -> BinaryInfo:
     """Tell which llama-server binary `LlamaServer` would use, its build, and why it was chosen.
 
     When the binary is the one recorded by scripts/install-llama-server.sh, the record gives the
@@ -216,7 +216,8 @@ def _api_prefix(args: Sequence[str]) -> str:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LlamaServer:
@@ -257,18 +258,18 @@ class LlamaServer:
 
     def __init__(
         self,
-        model: str | os.PathLike | None = None,
+        model: str | os.PathLike[str] | None = None,
         *,
-        binary: str | os.PathLike | None = None,
+        binary: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         port: int | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 5.0,
         env: Mapping[str, str] | None = None,
-        models_dir: str | os.PathLike | None = None,
-        models_preset: str | os.PathLike | None = None,
-        lora: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-        slot_save_path: str | os.PathLike | None = None,
+        models_dir: str | os.PathLike[str] | None = None,
+        models_preset: str | os.PathLike[str] | None = None,
+        lora: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        slot_save_path: str | os.PathLike[str] | None = None,
         metrics: bool = False,
         embeddings: bool = False,
         reranking: bool = False,
@@ -293,8 +294,8 @@ class LlamaServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._env = dict(env or {})
-        self._process: subprocess.Popen | None = None
-        self._log_dir: tempfile.TemporaryDirectory | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
         self._fixed_port = port
         self.port: int | None = None
         self.base_url: str | None = None
@@ -397,23 +398,18 @@ class LlamaServer:
     def _wait_healthy(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        with requests.Session() as session:
-            session.trust_env = False  # never send a local health check through a proxy
-            while True:
-                if self._process.poll() is not None:
-                    raise ServerStartError(
-                        f"llama-server exited with code {self._process.returncode} during start-up:\n{self.log_tail()}"
-                    )
-                try:
-                    if session.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                        return
-                except requests.RequestException:
-                    pass  # not listening yet; 503 means the model is still loading
-                if time.monotonic() >= deadline:
-                    raise ServerStartError(
-                        f"llama-server was not healthy within {self.startup_timeout} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+        while True:
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"llama-server exited with code {self._process.returncode} during start-up:\n{self.log_tail()}"
+                )
+            if probe_status(f"{self.base_url}/health", timeout=2) == 200:  # 503 while the model loads
+                return
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    f"llama-server was not healthy within {self.startup_timeout} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """Return the last lines of the server's log."""

@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except (Exception, KeyboardInterrupt) as exc:
         return report(exc, debug=args.debug)

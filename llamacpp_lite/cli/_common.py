@@ -223,7 +223,7 @@ def generation_params(args: argparse.Namespace) -> dict[str, Any]:
 # -- the client -----------------------------------------------------------------------------
 
 
-def client(args: argparse.Namespace, params: dict | None = None) -> LlamaCppModel:
+def client(args: argparse.Namespace, params: dict[str, Any] | None = None) -> LlamaCppModel:
     """Build the client from the connection options (the key falls back to $LLAMACPP_API_KEY)."""
     model_id = getattr(args, "model_id", None)
     return LlamaCppModel(args.base_url, timeout=args.timeout, api_key=args.api_key, params=params,
@@ -261,7 +261,7 @@ def debug_option(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
 
 def command(commands: Any, name: str, run: Callable[[argparse.Namespace], int], summary: str,
              examples: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
                                  epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     debug_option(parser, top_level=False)
     parser.set_defaults(run=run)
