@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from . import _wire
 from ._client import BaseClient
 from ._errors import (
     Aborted,
+    BadRequestError,
     DeadlineExceeded,
     InvalidRequestError,
     LlamaCppError,
@@ -36,13 +37,16 @@ AGENT_KWARGS = frozenset(
 )
 """Keyword arguments a Strands Agent passes to `stream()` that are not request fields: dropped."""
 
+T = TypeVar("T")
+
 _CHAT_PATH = "/v1/chat/completions"
 _MEDIA_PART_MODALITY = {"image_url": "vision", "input_audio": "audio", "input_video": "video"}
 _PARSED_OUTPUT = ("tools", "response_format", "json_schema")  # request fields that make the server parse the output
 
 
-class EventStream(Iterator[dict]):
-    """The iterator `stream()` returns: Strands events, plus `close()`, `abort()` and `with`.
+class EventStream(Iterator[T]):
+    """The iterator a streaming call returns (Strands events from `stream()`, chunks from
+    `stream_complete()`...), plus `close()`, `abort()` and `with`.
 
     `with model.stream(...) as events:` closes the connection when the block ends, however it
     ends (llama-server then cancels the generation).
@@ -50,17 +54,17 @@ class EventStream(Iterator[dict]):
 
     __slots__ = ("_events", "_call")
 
-    def __init__(self, events: Iterator[dict], call: Call) -> None:
+    def __init__(self, events: Iterator[T], call: Call) -> None:
         self._events = events
         self._call = call
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[T]:
         return self._events  # `for` loops run the generator itself: no extra call per event
 
-    def __next__(self) -> dict:
+    def __next__(self) -> T:
         return next(self._events)
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> "EventStream[T]":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -174,6 +178,11 @@ class ChatMixin(BaseClient):
             raise
         except ServerError as exc:
             raise self._explain_missing_modality(body, exc) from exc
+        except BadRequestError as exc:
+            explained = self._explain_bad_request(exc, body["model"])
+            if explained is exc:
+                raise
+            raise explained from exc
         finally:
             payloads.close()  # type: ignore[attr-defined]
 

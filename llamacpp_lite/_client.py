@@ -18,6 +18,7 @@ from urllib3.util.retry import Retry
 
 from ._config import (
     DEFAULT_BASE_URL,
+    DEFAULT_BATCH_LIMIT,
     Limits,
     ModelConfig,
     TimeoutValue,
@@ -26,8 +27,10 @@ from ._config import (
     normalize_params,
     normalize_timeout,
 )
-from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
+from ._errors import BadRequestError, InvalidRequestError, LlamaCppError, StreamError, UnknownModelError, preview
 from ._json import encode_body
+from ._tokens import parse_token_ids
+from ._server_info import find_model, parse_models
 from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE", "DEFAULT_TIMEOUT", "check_deadline"]
@@ -118,6 +121,7 @@ class BaseClient:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         verify: bool | str = True,
         limits: Optional[Limits] = None,
+        batch_limit: int = DEFAULT_BATCH_LIMIT,
         deadline: Optional[float] = None,
         structured_output_attempts: int = 1,
     ) -> None:
@@ -126,7 +130,7 @@ class BaseClient:
         self._deadline = check_deadline(deadline)
         self._attempts = _check_attempts(structured_output_attempts)
         self._config = ModelConfig().updated(
-            model_id=model_id, params=params, context_window_limit=context_window_limit
+            model_id=model_id, params=params, context_window_limit=context_window_limit, batch_limit=batch_limit
         )
         if type(pool_maxsize) is not int or pool_maxsize < 1:
             raise InvalidRequestError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
@@ -165,7 +169,7 @@ class BaseClient:
     # -- configuration ------------------------------------------------------------------------
 
     def update_config(self, **model_config: Any) -> None:
-        """Replace settings (`model_id`, `params`, `context_window_limit`).
+        """Replace settings (`model_id`, `params`, `context_window_limit`, `batch_limit`).
 
         `params` replaces the previous params as a whole, as in Strands.
 
@@ -216,12 +220,65 @@ class BaseClient:
         return n_ctx
 
     def _server_context_size(self) -> Optional[int]:
-        """The per-slot context size the server reports (overridden where the server is a router)."""
-        settings = self._object(self._get("/props"), "/props").get("default_generation_settings") or {}
+        """The per-slot context size the server reports.
+
+        A router's own `/props` has no model (`n_ctx` 0): the configured model's are asked for
+        (`/props?model=`; the router loads the model if needed).
+        """
+        props = self._object(self._get("/props"), "/props")
+        if props.get("role") == "router":
+            props = self._object(self._get("/props", query={"model": self._config.model_id}), "/props")
+        settings = props.get("default_generation_settings") or {}
         n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
 
+    def _unknown_model(self, model_id: str, available: list[str], cause: Optional[BadRequestError] = None
+                       ) -> UnknownModelError:
+        """The error for a model id the server does not have, naming what it has."""
+        offers = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "") if available else "no model"
+        return UnknownModelError(
+            f"model {model_id!r} not found; the server offers: {offers}",
+            model_id=model_id,
+            available=available,
+            status_code=cause.status_code if cause is not None else 400,
+            error_type=cause.error_type if cause is not None else "invalid_request_error",
+            body=cause.body if cause is not None else None,
+        )
+
+    def _explain_bad_request(self, error: BadRequestError, model_id: str) -> BadRequestError:
+        """Return `UnknownModelError` when a 400 is a router's "model 'x' not found", else `error`.
+
+        Decided by the server's model list, not by the message; the message only saves that
+        look-up for 400s that cannot be about the model (they do not name it).
+        """
+        if isinstance(error, UnknownModelError) or f"'{model_id}'" not in error.message:
+            return error
+        try:
+            models = parse_models(self._get("/models"))
+        except LlamaCppError:
+            return error
+        if find_model(models, model_id) is not None:
+            return error
+        return self._unknown_model(model_id, [model.id for model in models], error)
+
     # -- calls ----------------------------------------------------------------------------------
+
+    def _model_meta(self) -> Optional[dict[str, Any]]:
+        """The loaded model's `meta` in `/v1/models` (`n_vocab`, `vocab_type`, `n_embd`...), or None
+        when the server does not say (no such endpoint, several models none of which is ours...)."""
+        try:
+            models = self._field(self._get("/v1/models"), "data", list, "/v1/models")
+        except LlamaCppError:
+            return None
+        mine = [entry for entry in models if isinstance(entry, dict)
+                and (len(models) == 1 or entry.get("id") == self._config.model_id)]
+        meta = mine[0].get("meta") if mine else None
+        return meta if isinstance(meta, dict) else None
+
+    def _token_ids(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The server's token ids of `text` (special tokens parsed; `add_special` adds BOS/EOS...)."""
+        answer = self._post("/tokenize", {"content": text, "add_special": add_special})
+        return parse_token_ids(self._field(answer, "tokens", list, "/tokenize"), "/tokenize")
 
     def _params(self, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
         """The configured params with this call's `overrides` on top (both normalized)."""
@@ -244,6 +301,9 @@ class BaseClient:
 
     def _post(self, path: str, body: Any, *, query: Optional[Mapping[str, str]] = None,
               call: Optional[Call] = None) -> Any:
+        """POST `body`; an object body names the configured model, which a router routes by."""
+        if isinstance(body, Mapping) and "model" not in body:
+            body = {"model": self._config.model_id, **body}  # a single-model server ignores it
         return self._transport.request_json("POST", path, body=encode_body(body), query=query,
                                             call=call or self._call(), timeout=self._timeout)
 

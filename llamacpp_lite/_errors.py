@@ -4,6 +4,7 @@ Only these exceptions leave the library::
 
     LlamaCppError                       root of everything raised here
     ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
+    │   └── InputTooLongError           an input has more tokens than the server takes at once
     ├── TransportError                  the HTTP exchange itself failed
     │   ├── ConnectError                no connection (refused, DNS, TLS, proxy), or closed unanswered
     │   ├── Aborted                     the call was aborted (abort(), or its async task cancelled)
@@ -13,12 +14,14 @@ Only these exceptions leave the library::
     │       └── DeadlineExceeded        the call's deadline passed
     ├── APIError                        the server answered with an error status
     │   ├── BadRequestError             400 (and other 4xx)
-    │   │   └── ContextWindowOverflowException   exceed_context_size_error
+    │   │   ├── ContextWindowOverflowException   exceed_context_size_error
+    │   │   └── UnknownModelError       a model id the server (a router) does not have
     │   ├── AuthenticationError         401 / 403
     │   ├── NotSupportedError           404 / 501: no such endpoint or feature
     │   ├── ModelThrottledException     429, or 503 (model loading) once retries are spent
     │   └── ServerError                 500 (many client mistakes come back as 500)
     │       ├── ModalityNotSupportedError  image/audio input to a model without it
+    │       ├── ModelLoadError          a router could not load the model
     │       └── ToolCallParseError      the server could not parse the model's tool call (500 or in-stream)
     ├── StreamError                     an answer that broke off, was malformed or carried an error
     ├── StructuredOutputError           the output did not parse or validate (also a ValueError)
@@ -49,10 +52,12 @@ __all__ = [
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DeadlineExceeded",
+    "InputTooLongError",
     "InvalidRequestError",
     "LlamaCppError",
     "LlamaCppWarning",
     "ModalityNotSupportedError",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
     "ReadTimeout",
@@ -64,6 +69,7 @@ __all__ = [
     "TimeoutException",
     "ToolCallParseError",
     "TransportError",
+    "UnknownModelError",
     "structured_output_validation_error",
     "tool_call_parse_error",
 ]
@@ -90,6 +96,29 @@ class LlamaCppWarning(UserWarning):
 
 class InvalidRequestError(LlamaCppError, ValueError):
     """The request cannot be sent as given (bad messages, options or URL); nothing was sent."""
+
+
+class InputTooLongError(InvalidRequestError):
+    """An input has more tokens than the server can take in one piece, so nothing was computed.
+
+    `embed` raises it for an input longer than the server's physical batch size (`-ub`, which
+    bounds one embedded input) or than a slot's context. The server answers such a request with a
+    bare 500 (or a context error) that does not say which input it was; this error names it. It
+    is raised before sending when the token count is known (token-id input), else after the
+    server refused the request and the inputs were counted with its tokenizer. Pass
+    `truncate=True` to embed the first `limit` tokens instead.
+
+    Attributes:
+        index: The position of the input in what was passed.
+        n_tokens: Its token count, by the server's tokenizer (special tokens included).
+        limit: The most tokens the server takes in one input.
+    """
+
+    def __init__(self, message: str, *, index: int, n_tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.n_tokens = n_tokens
+        self.limit = limit
 
 
 class TransportError(LlamaCppError):
@@ -177,6 +206,20 @@ class ContextWindowOverflowException(BadRequestError):
         self.n_ctx: int | None = error.get("n_ctx")
 
 
+class UnknownModelError(BadRequestError):
+    """The server has no model of that id or alias (a router answers 400 "model 'x' not found").
+
+    Attributes:
+        model_id: The id asked for.
+        available: The ids the server offers, when they could be listed (else empty).
+    """
+
+    def __init__(self, message: str, *, model_id: str, available: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.available = list(available)
+
+
 class AuthenticationError(APIError):
     """The API key is missing or wrong (401), or not allowed (403)."""
 
@@ -203,6 +246,22 @@ class ModalityNotSupportedError(ServerError):
     def __init__(self, message: str, *, modality: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.modality = modality
+
+
+class ModelLoadError(ServerError):
+    """A router could not load the model: its process exited (bad file, too little memory...).
+
+    The router's log says why; `GET /models` shows `"failed": true` and the exit code.
+
+    Attributes:
+        model_id: The model that failed.
+        exit_code: The exit code of the model's process, when the router reported it.
+    """
+
+    def __init__(self, message: str, *, model_id: str, exit_code: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.exit_code = exit_code
 
 
 class StreamError(LlamaCppError):

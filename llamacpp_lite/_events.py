@@ -183,12 +183,17 @@ class _Blocks:
         arguments = function.get("arguments")
         if arguments is not None and type(arguments) is not str:
             raise TypeError("tool call arguments is not a string")
-        if index in self.closed_tools:
+        call_id = call.get("id")
+        # Some OpenAI-compatible bridges send parallel calls under one index; a new id tells them apart.
+        known = self.tool_names.get(index)
+        new_id = isinstance(call_id, str) and bool(call_id) and known is not None and call_id != known[0]
+        if index in self.closed_tools and not new_id:
             raise ValueError(f"tool call {index} continued after another block began")
-        if index != self.open:
+        if index != self.open or new_id:
             yield from self.switch(index)
+            self.closed_tools.discard(index)
             self.pending_tool = index
-            self.tool_names[index] = [call.get("id") or f"tooluse_{uuid.uuid4().hex}", name]
+            self.tool_names[index] = [call_id or f"tooluse_{uuid.uuid4().hex}", name]
         elif name and self.pending_tool == index:
             # The server may resend a longer name before any arguments: the later one wins.
             self.tool_names[index] = [call.get("id") or self.tool_names[index][0], name]

@@ -6,6 +6,7 @@ from ._chat import AGENT_KWARGS, ChatMixin, EventStream
 from ._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_POOL_MAXSIZE, DEFAULT_TIMEOUT
 from ._inference import InferenceMixin
 from ._management import ManagementMixin
+from ._retrieval import RetrievalMixin
 from ._transport import DEFAULT_RETRY
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
 _DEFAULT_CONTEXT_WINDOW = 200_000  # Strands' DEFAULT_CONTEXT_WINDOW_LIMIT
 
 
-class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
+class LlamaCppModel(ChatMixin, InferenceMixin, RetrievalMixin, ManagementMixin):
     """A synchronous client for one llama-server, shaped like the Strands `LlamaCppModel`.
 
     Thread-safe: one object may be shared by many threads; each call builds its own request
@@ -53,6 +54,9 @@ class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
         pool_maxsize: Connections kept open to the server (one per concurrent stream).
         verify: TLS verification: True, False, or the path of a CA bundle.
         limits: The most that is read of each answer (`Limits`; see README "Failure behaviour").
+        batch_limit: The most tokens one input of `embed` may have: the server's physical batch
+            size, `-ub` (default 512, llama-server's default). No endpoint reports it; it names
+            the input in `InputTooLongError` and is where `embed(truncate=True)` cuts.
         deadline: Seconds every call may take in all, from sending its request to its last
             event (retries and a queue on the server included), or None for no bound; a call
             past it is closed (llama-server cancels the work) and raises `DeadlineExceeded`.

@@ -7,7 +7,7 @@ the transport hands in the body's bytes as they arrive.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import sseclient
 
@@ -20,53 +20,49 @@ DONE = "[DONE]"
 """The data of the last event of an OpenAI-style stream."""
 
 _BOM = b"\xef\xbb\xbf"
-_DELIMITERS = (b"\n\n", b"\r\r", b"\r\n\r\n")
 
 
 class EventSizeGuard:
-    """The body's bytes as sseclient reads them, with each event's size bounded.
+    """The body's bytes as sseclient reads them, bounded between two events.
 
-    sseclient joins the lines of an event until the blank line that ends it, copying as it goes;
-    an event that never ends would grow without bound (and quadratically in time). This counts
-    the bytes since the last event boundary and raises `StreamError` past `limit`. It also
-    drops a UTF-8 byte-order mark before the first event, which the SSE standard ignores.
+    sseclient joins the lines of an event until the blank line that ends it, copying as it
+    goes; an event that never ends would grow without bound (and in quadratic time), and a flood
+    of blank lines or comments would keep it busy forever without producing an event. This
+    counts the bytes and line breaks fed since the last event and raises `StreamError` past
+    `limit` bytes or `max_lines` line breaks. It also drops a UTF-8 byte-order mark before the
+    first event, which the SSE standard ignores.
 
     Args:
         pieces: The body's bytes, decoded (framing and compression removed).
-        limit: The most bytes one event may have.
-        close: Called by `close()` (sseclient's event-source protocol).
+        limit: The most bytes from one event to the next.
+        max_lines: The most line breaks from one event to the next.
     """
 
-    def __init__(self, pieces: Iterable[bytes], limit: int, close: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, pieces: Iterable[bytes], limit: int, max_lines: int = 10_000) -> None:
         self._pieces = pieces
         self._limit = limit
-        self.close = close
+        self._max_lines = max_lines
+        self._bytes = 0
+        self._lines = 0
+
+    def event_seen(self) -> None:
+        """An event was dispatched: start counting again."""
+        self._bytes = self._lines = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        limit = self._limit
-        pending = 0  # bytes since the last event boundary
-        tail = b""  # the last bytes of the previous piece, for boundaries split across pieces
-        head = b""  # the first bytes, until we know whether they start with a BOM
+        head: Optional[bytes] = b""  # the first bytes, until we know whether they start with a BOM
         for piece in self._pieces:
             if head is not None:
                 head += piece
                 if len(head) < len(_BOM) and _BOM.startswith(head):
                     continue
-                piece = head[len(_BOM):] if head.startswith(_BOM) else head
-                head = None  # type: ignore[assignment]
-            window = tail + piece
-            boundary = -1
-            for delimiter in _DELIMITERS:
-                found = window.rfind(delimiter)
-                if found >= 0 and found + len(delimiter) > boundary:
-                    boundary = found + len(delimiter)
-            if boundary < 0:
-                pending += len(piece)
-            else:
-                pending = len(window) - boundary
-            if pending > limit:
-                raise StreamError(f"a stream event is larger than {limit} bytes")
-            tail = window[-3:]
+                piece, head = (head[len(_BOM):] if head.startswith(_BOM) else head), None
+            self._bytes += len(piece)
+            self._lines += piece.count(b"\n") + piece.count(b"\r")
+            if self._bytes > self._limit:
+                raise StreamError(f"a stream event is larger than {self._limit} bytes")
+            if self._lines > self._max_lines:
+                raise StreamError(f"more than {self._max_lines} lines arrived without an event")
             yield piece
         if head:
             yield head
@@ -103,7 +99,9 @@ def iter_payloads(
 
 def _payloads(pieces: Iterable[bytes], event_limit: int, last: Callable[[Any], bool] | None,
               status_code: int) -> Iterator[Any]:
-    for event in sseclient.SSEClient(EventSizeGuard(pieces, event_limit)).events():
+    guard = EventSizeGuard(pieces, event_limit)
+    for event in sseclient.SSEClient(iter(guard)).events():
+        guard.event_seen()
         data = event.data
         if last is None and data == DONE:
             return  # the answer is complete; what follows (if anything) is not read

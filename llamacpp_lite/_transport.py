@@ -54,9 +54,10 @@ from ._framing import Dechunker, Decompressor
 from ._json import decode_json
 from ._sse import iter_payloads
 
-__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "STATUS_WAIT_S", "Transport", "split_credentials"]
+__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "STATUS_WAIT_S", "Transport", "probe_status",
+           "split_credentials"]
 
-_READ_SIZE = 64 * 1024  # bytes asked of the socket per read
+_READ_SIZE = 256 * 1024  # bytes asked of the socket per read (less when less has arrived)
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 _local = threading.local()  # .call: the Call being sent by this thread
 
@@ -105,7 +106,7 @@ class Call:
         self._started = True
         if self.deadline is not None and not self._event.is_set():
             self.expires = time.monotonic() + self.deadline
-            _WATCHDOG.watch(self)
+            _WATCHDOG.watch(self, self.expires)
         return True
 
     def time_left(self) -> Optional[float]:
@@ -181,7 +182,7 @@ class CancelScope:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: list = []
+        self._calls: list[Call] = []
         self._aborted = False
 
     def add(self, call: Call) -> None:
@@ -214,14 +215,14 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._heap: list = []
+        self._heap: list[tuple[float, int, Call]] = []
         self._count = 0
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, call: Call) -> None:
+    def watch(self, call: Call, expires: float) -> None:
         with self._lock:
             self._count += 1
-            heapq.heappush(self._heap, (call.expires, self._count, call))
+            heapq.heappush(self._heap, (expires, self._count, call))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="llamacpp-lite-deadlines", daemon=True)
                 self._thread.start()
@@ -264,7 +265,7 @@ class _AttachToCall:
         call = getattr(_local, "call", None)
         if call is not None:
             call.attach(self)
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        super().request(*args, **kwargs)  # type: ignore[misc]  # the connection class it is mixed into
 
     def connect(self) -> None:
         call: Optional[Call] = getattr(_local, "call", None)
@@ -291,7 +292,7 @@ class AbortableHTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
 
 
 class AbortableHTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = AbortableHTTPSConnection  # type: ignore[assignment]
+    ConnectionCls = AbortableHTTPSConnection
 
 
 _POOL_CLASSES = {"http": AbortableHTTPConnectionPool, "https": AbortableHTTPSConnectionPool}
@@ -412,7 +413,7 @@ class RetryPolicy(Retry):
             isinstance(arg, _NOTHING_RECEIVED) for arg in err.args
         ):
             return True
-        return super()._is_connection_error(err)  # type: ignore[no-any-return]
+        return super()._is_connection_error(err)
 
 
 STATUS_WAIT_S = 120.0
@@ -474,7 +475,7 @@ class _Auth(requests.auth.AuthBase):
         if self._bearer is not None:
             request.headers["Authorization"] = self._bearer
         elif self._basic is not None:
-            return self._basic(request)
+            return self._basic(request)  # type: ignore[no-any-return]  # requests' stub says Any
         return request
 
     def __repr__(self) -> str:
@@ -484,13 +485,13 @@ class _Auth(requests.auth.AuthBase):
 class _Session(requests.Session):
     """A session that drops credentials AND custom headers when a redirect leaves the server."""
 
-    def __init__(self, private_headers: frozenset) -> None:
+    def __init__(self, private_headers: frozenset[str]) -> None:
         super().__init__()
         self._private_headers = private_headers
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         original = response.request.url or ""
-        if self.should_strip_auth(original, prepared_request.url or ""):
+        if self.should_strip_auth(original, prepared_request.url or ""):  # type: ignore[no-untyped-call]
             for name in ("Authorization", "X-Api-Key", *self._private_headers):
                 prepared_request.headers.pop(name, None)
         # Unlike requests, never pick up ~/.netrc credentials for the new host.
@@ -594,6 +595,7 @@ class _Body:
         self._response = response
         self._call = call
         self._status = response.status_code
+        self._fp_owner: Any = getattr(response.raw, "_fp", None)  # PRIVATE (2/2): see _socket_file
         self._fp = _socket_file(response)
         raw = response.raw
         self._dechunker = Dechunker() if raw.chunked else None
@@ -618,7 +620,7 @@ class _Body:
             self._done()
             return b""
         with _mapped(self._call, streaming=True, status_code=self._status):
-            data = self._fp.read1(_READ_SIZE if left is None else min(_READ_SIZE, left))
+            data: bytes = self._fp.read1(_READ_SIZE if left is None else min(_READ_SIZE, left))
         if self._call is not None and self._call.aborted:
             raise self._call.error()
         if not data:
@@ -644,7 +646,7 @@ class _Body:
         if self._timeout_to_restore is not None:  # before another call may take the connection
             sock, timeout = self._timeout_to_restore
             sock.settimeout(timeout)
-        self._response.raw._fp.close()  # PRIVATE (2/2, continued): as urllib3 does at the end of a body
+        self._fp_owner.close()  # PRIVATE (2/2, continued): as urllib3 does at the end of a body
         self._response.raw.release_conn()
 
     def finish(self) -> None:
@@ -714,16 +716,15 @@ def _read_body(response: requests.Response, call: Optional[Call], limit: int, *,
     declared = response.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
         raise StreamError(f"the answer has {declared} bytes, more than the limit of {limit}", status_code=status)
-    parts: list = []
-    size = 0
+    data = bytearray()
     for piece in _decoded_pieces(response, _Body(response, call), None if truncate else limit):
-        parts.append(piece)
-        size += len(piece)
-        if size > limit:
+        data += piece
+        if len(data) > limit:
             if truncate:
+                del data[limit:]
                 break
             raise StreamError(f"the answer is longer than the limit of {limit} bytes", status_code=status)
-    return b"".join(parts)[:limit]
+    return bytes(data)
 
 
 # -- the transport ----------------------------------------------------------------------------
@@ -899,12 +900,25 @@ class Transport:
                     payload=start.decode("utf-8", "replace"),
                     status_code=status,
                 )
-            body = _Body(response, call)
-            pieces = _decoded_pieces(response, body, self.limits.compressed_stream)
+            reader = _Body(response, call)
+            pieces = _decoded_pieces(response, reader, self.limits.compressed_stream)
             yield from iter_payloads(pieces, event_limit=self.limits.event, last=last, status_code=status)
-            body.finish()
+            reader.finish()
         finally:
             response.close()
             if call is not None:
                 call.finish(stop_clock=clock)
 
+
+def probe_status(url: str, *, timeout: float) -> Optional[int]:
+    """Return the HTTP status of a GET to `url`, or None when there is no answer (for `LlamaServer`).
+
+    Never through a proxy from the environment: it checks a server this process started locally.
+    """
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            with session.get(url, timeout=timeout, stream=True) as response:
+                return response.status_code
+        except requests.RequestException:
+            return None

@@ -65,8 +65,9 @@ def _reasoning_text(reasoning: Any, where: str) -> str:
     """The text of a reasoningContent block; redacted reasoning has no llama-server field."""
     if isinstance(reasoning, Mapping):
         text_block = reasoning.get("reasoningText")
-        if isinstance(text_block, Mapping) and isinstance(text_block.get("text"), str):
-            return text_block["text"]
+        text = text_block.get("text") if isinstance(text_block, Mapping) else None
+        if isinstance(text, str):
+            return text
         if text_block is None and isinstance(reasoning.get("redactedContent"), (bytes, bytearray)):
             return ""
     raise InvalidRequestError(

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import responses
 
 from llamacpp_lite import LlamaCppModel, ServerStartError
-from llamacpp_lite.server import LlamaServer, find_llama_server
+from llamacpp_lite.server import LlamaServer, describe_binary, find_llama_server
 
-from tests.fault_server import FaultServer
+from tests import fault_server as fs
 from tests.helpers import API_KEY, MOCK_URL
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which llama-server binary the real-server tests use, its build, and why it was chosen."""
+    try:
+        info = describe_binary()
+    except ServerStartError as exc:
+        return [f"llama-server: none ({exc})"]
+    found_by = f" (found by {info.found_by})" if info.found_by not in info.origin else ""
+    lines = [f"llama-server: {info.build} ({info.origin})", f"  path: {info.path}{found_by}"]
+    if info.reason:
+        lines.append(f"  why: {info.reason}")
+    return lines
 
 
 @pytest.fixture(autouse=True)
@@ -41,19 +54,35 @@ def mock_api() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def server() -> Iterator[FaultServer]:
-    """A fault-injecting server (tests/fault_server.py) for one test."""
-    srv = FaultServer()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def mock_model() -> Iterator[LlamaCppModel]:
     """A model pointed at the mocked server, without retries (so mocks are hit once)."""
     model = LlamaCppModel(MOCK_URL, retry=None)
     yield model
     model.close()
+
+
+@pytest.fixture
+def server() -> Iterator["fs.FaultServer"]:
+    """A fault-injecting server on 127.0.0.1 (tests/fault_server.py), stopped after the test."""
+    srv = fs.FaultServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_model() -> Iterator:
+    """Build models (default timeout (2, 2) s) that are closed after the test."""
+    models = []
+
+    def make(url: str, **kwargs: Any) -> LlamaCppModel:
+        kwargs.setdefault("timeout", (2, 2))
+        model = LlamaCppModel(url, **kwargs)
+        models.append(model)
+        return model
+
+    yield make
+    for model in models:
+        model.close()
 
 
 # -- real llama-servers ---------------------------------------------------------------------
@@ -98,7 +127,10 @@ BASE_ARGS = ["-t", "2", "--no-webui"]
 
 
 def _serve(binary: pathlib.Path, model: pathlib.Path, *args: str) -> Iterator[LlamaServer]:
-    server = LlamaServer(model, binary=binary, extra_args=[*BASE_ARGS, *args])
+    yield from _run(LlamaServer(model, binary=binary, extra_args=[*BASE_ARGS, *args]))
+
+
+def _run(server: LlamaServer) -> Iterator[LlamaServer]:
     server.start()
     try:
         yield server
@@ -120,8 +152,8 @@ def small_ctx_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path
 
 @pytest.fixture(scope="session")
 def one_slot_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
-    """A server with a single slot, for cancellation tests."""
-    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1")
+    """A server with a single slot, for cancellation tests (context shift lets one answer hold it for seconds)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "--context-shift")
 
 
 @pytest.fixture(scope="session")
@@ -191,6 +223,68 @@ def bad_tool_call_server(llama_server_binary: pathlib.Path, model_dir: pathlib.P
 
     model = write_tiny_model(model_dir / "tiny-bad-tool-call.gguf", variant="bad_tool_call")
     yield from _serve(llama_server_binary, model, "-c", "2048", "-np", "1")
+
+
+@pytest.fixture(scope="session")
+def embedding_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model serving embeddings with mean pooling (default `-ub` 512: the per-input limit)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-t", "1", "--embeddings", "--pooling", "mean")
+
+
+@pytest.fixture(scope="session")
+def rerank_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model as a reranker (`--reranking`: rank pooling; a mean-pooling server cannot rerank)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "--reranking")
+
+
+ROUTER_CTX = 2048  # the tiny model's training context: llama-server caps -c there
+
+
+@pytest.fixture(scope="session")
+def router_models(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A models folder for router mode: `alpha` (chat), `beta` (reasoning), `broken` (not loadable)."""
+    from llamacpp_lite.testing import write_tiny_model
+
+    folder = tmp_path_factory.mktemp("router-models")
+    write_tiny_model(folder / "alpha.gguf", variant="chat")
+    write_tiny_model(folder / "beta.gguf", variant="reasoning")
+    (folder / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 60)  # a GGUF header cut short
+    return folder
+
+
+@pytest.fixture(scope="session")
+def router_server(llama_server_binary: pathlib.Path, router_models: pathlib.Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A llama-server router over `router_models` that keeps one model loaded at a time (`--models-max 1`).
+
+    Its models' processes inherit `--metrics` and `--slot-save-path` from it.
+    """
+    yield from _run(LlamaServer(models_dir=router_models, binary=llama_server_binary, metrics=True,
+                                slot_save_path=tmp_path_factory.mktemp("router-slot-files"),
+                                extra_args=[*BASE_ARGS, "--models-max", "1", "-c", str(ROUTER_CTX), "-np", "1"]))
+
+
+@pytest.fixture(scope="session")
+def feature_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path, tiny_lora: pathlib.Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """Two slots, the LoRA adapter (id 0, scale 1), a slot-save folder and `/metrics`."""
+    yield from _run(LlamaServer(tiny_model, binary=llama_server_binary, lora=tiny_lora, metrics=True,
+                                slot_save_path=tmp_path_factory.mktemp("slot-files"),
+                                extra_args=[*BASE_ARGS, "-c", "2048", "-np", "2"]))
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """nginx (scripts/install-system-deps.sh installs it); missing means failure in CI, a loud skip elsewhere."""
+    from tests.nginx import find_nginx
+
+    found = find_nginx()
+    if found is None:
+        reason = "nginx is not installed (as root: bash scripts/install-system-deps.sh, or apt-get install nginx)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(f"REVERSE-PROXY TESTS SKIPPED: {reason}")
+    return found
 
 
 @pytest.fixture

@@ -577,3 +577,31 @@ def blackhole() -> Iterator[str]:
     finally:
         for sock in [*fillers, listener]:
             sock.close()
+
+
+def stream_body(status: int, pieces: Iterable[bytes], *, content_type: str = "application/json",
+                headers: Iterable[tuple] = (), length: int | None = None) -> Handler:
+    """Answer with `pieces` sent as fast as the client reads them: chunked, or with a declared
+    `Content-Length` (which the pieces need not match); stops when the client leaves."""
+
+    def handler(conn: Connection, request: Request) -> None:
+        framing = [("Transfer-Encoding", "chunked")] if length is None else [("Content-Length", length)]
+        if not conn.send_head(status, [("Content-Type", content_type), *framing, *headers]):
+            return
+        for piece in pieces:
+            if not (conn.send_chunk(piece) if length is None else conn.send(piece)):
+                break
+        else:
+            if length is None:
+                conn.end_chunks()
+        conn.close()
+
+    return handler
+
+
+def compressed(data_pieces: Iterable[bytes], encoding: str = "gzip") -> bytes:
+    """Compress pieces of data into one `gzip` or `deflate` (zlib) body, piece by piece."""
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    return b"".join(compressor.compress(piece) for piece in data_pieces) + compressor.flush()

@@ -151,3 +151,30 @@ def test_a_stop_string_is_reported_as_stop_sequence():
     assert translate(chunks)[-2] == {"messageStop": {"stopReason": "stop_sequence"}}
     chunks[-2]["__verbose"] = {"stop_type": "eos", "stopping_word": ""}
     assert translate(chunks)[-2] == {"messageStop": {"stopReason": "end_turn"}}
+
+
+def test_two_tool_calls_sharing_an_index_are_kept_apart_by_id():
+    # Some OpenAI-compatible bridges number parallel calls 0, 0 instead of 0, 1.
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "A", "type": "function", "function": {"name": "add", "arguments": '{"a": 1'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ', "b": 2}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "B", "type": "function", "function": {"name": "neg", "arguments": '{"x": 3}'}}]}}]},
+        {"choices": [{"index": 0, "finish_reason": "tool_calls", "delta": {}}]},
+    ]
+    result = collect_result(translate_chunks(chunks, started=0.0))
+    assert [(t.tool_use_id, t.name, t.input) for t in result.tool_uses] == [
+        ("A", "add", {"a": 1, "b": 2}), ("B", "neg", {"x": 3})]
+    assert result.stop_reason == "tool_use"
+
+
+def test_a_repeated_id_on_the_same_index_is_one_call():
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "A", "function": {"name": "ad"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "A", "function": {"name": "add"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]},
+        {"choices": [{"index": 0, "finish_reason": "tool_calls", "delta": {}}]},
+    ]
+    result = collect_result(translate_chunks(chunks, started=0.0))
+    assert [(t.tool_use_id, t.name, t.input) for t in result.tool_uses] == [("A", "add", {})]

@@ -34,22 +34,6 @@ CANARY = "canary-secret-7c1e5b"
 HTML = "<html><body><h1>502 Bad Gateway</h1>" + "<p>nginx</p>" * 200 + "</body></html>"
 
 
-@pytest.fixture
-def make_model():
-    """Build models (default timeout (2, 2) s) that are closed after the test."""
-    models = []
-
-    def make(url, **kwargs):
-        kwargs.setdefault("timeout", (2, 2))
-        model = LlamaCppModel(url, **kwargs)
-        models.append(model)
-        return model
-
-    yield make
-    for model in models:
-        model.close()
-
-
 def counting(policy):
     """Return a copy of `policy` that logs what each retry decision was about, and the log."""
     log = []
@@ -609,19 +593,28 @@ def test_the_api_key_never_leaks(server, make_model, caplog, monkeypatch, name):
     assert not [text for text in shown if CANARY in text]
 
 
-def test_a_redirect_to_another_host_does_not_carry_the_key(make_model):
+def test_a_redirect_to_another_host_carries_neither_the_key_nor_custom_headers(make_model):
     with fs.FaultServer() as origin, fs.FaultServer() as other, fs.FaultServer() as other_port:
         other.script(fs.text_stream("moved"))
         other_port.script(fs.text_stream("moved too"))
         origin.script(fs.redirect(f"http://localhost:{other.port}/v1/chat/completions"),
                       fs.redirect(f"http://127.0.0.1:{other_port.port}/v1/chat/completions"))
-        model = make_model(origin.url, api_key=CANARY)
+        model = make_model(origin.url, api_key=CANARY, headers={"X-Tenant": "private-tenant", "X-Api-Key": CANARY})
         assert model.chat("hi").text == "moved"  # 307 keeps the POST and its body
         assert model.chat("hi").text == "moved too"
         assert all(r.headers["authorization"] == f"Bearer {CANARY}" for r in origin.requests)
         moved = other.requests + other_port.requests
         assert [r.json()["messages"] for r in moved] == [[{"role": "user", "content": "hi"}]] * 2
-        assert not [r for r in moved if "authorization" in r.headers]
+        assert not [r for r in moved if {"authorization", "x-tenant", "x-api-key"} & set(r.headers)]
+        assert all(r.headers["x-tenant"] == "private-tenant" for r in origin.requests)
+
+
+def test_a_redirect_on_the_same_server_keeps_the_headers(server, make_model):
+    server.script(fs.redirect("/v2/chat"), fs.text_stream("here"))
+    model = make_model(server.url, api_key=CANARY, headers={"X-Tenant": "t1"})
+    assert model.chat("hi").text == "here"
+    assert [(r.path, r.headers["x-tenant"], r.headers["authorization"]) for r in server.requests] == [
+        ("/v1/chat/completions", "t1", f"Bearer {CANARY}"), ("/v2/chat", "t1", f"Bearer {CANARY}")]
 
 
 # -- TLS -----------------------------------------------------------------------------------------

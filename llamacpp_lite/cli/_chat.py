@@ -10,10 +10,23 @@ import pathlib
 import sys
 from typing import Any, Mapping, TextIO
 
+from .._content import AUDIO_FORMATS, IMAGE_FORMATS
 from .._errors import LlamaCppError
 from .._model import LlamaCppModel
 from .._result import ChatResult, collect_result
-from ._common import PROG, REPL_HELP, UsageError, client, command, parse_param, read_bytes, read_json, read_stdin, read_text, report
+from ._common import (
+    PROG,
+    REPL_HELP,
+    UsageError,
+    client,
+    command,
+    generation_options,
+    generation_params,
+    read_bytes,
+    read_json,
+    read_stdin,
+    report,
+)
 
 PROGRESS_MIN_TOKENS = 500
 """The progress bar shows only for prompts with at least this many tokens to process (not cached)."""
@@ -147,15 +160,6 @@ def _media_blocks(args: argparse.Namespace) -> list[dict]:
     return blocks
 
 
-def _chat_params(args: argparse.Namespace) -> dict:
-    """The request fields: `--param` pairs, overridden by the named options."""
-    params = dict(args.param)
-    named = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-             "grammar": read_text(args.grammar, "grammar file") if args.grammar else None}
-    params.update({key: value for key, value in named.items() if value is not None})
-    return params
-
-
 def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema: Any,
          renderer: _Renderer) -> ChatResult:
     """Stream one answer to `messages` through the renderer; the stream is closed however it ends."""
@@ -176,7 +180,8 @@ def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema:
 
 
 def _user_message(text: str, media: list[dict]) -> dict:
-    return {"role": "user", "content": [{"text": text}, *media]}
+    """The media first, then the question (as in a Strands block holding both)."""
+    return {"role": "user", "content": [*media, {"text": text}]}
 
 
 def _read_turn(prompt: bool) -> str | None:
@@ -221,7 +226,7 @@ def _repl(model: LlamaCppModel, args: argparse.Namespace, schema: Any, renderer:
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     """`chat`: one answer, or a conversation."""
-    params = _chat_params(args)
+    params = generation_params(args)
     schema = read_json(args.json_schema, "JSON Schema file") if args.json_schema else None
     media = _media_blocks(args)
     interactive = args.interactive or (args.prompt is None and sys.stdin.isatty())
@@ -245,6 +250,7 @@ def add(commands: Any, connection: argparse.ArgumentParser) -> None:
   {PROG} chat --param top_k=40 --param 'stop=["\\n\\n"]' --seed 1 "Write a haiku."
   {PROG} chat --json-schema pet.schema.json "Describe a pet." | jq .name
   {PROG} chat --image photo.png "What is in this picture?"
+  {PROG} chat --image chart.jpg --audio question.wav "Answer the question about the chart."
   {PROG} chat --json --quiet "hi" | jq -c 'select(.metadata)'
 """, [connection])
     chat.add_argument("prompt", nargs="?", metavar="PROMPT",
@@ -252,17 +258,12 @@ def add(commands: Any, connection: argparse.ArgumentParser) -> None:
     chat.add_argument("-i", "--interactive", action="store_true",
                       help="hold a conversation, reading one message per line (PROMPT is the first one)")
     chat.add_argument("--system", metavar="TEXT", help="the system prompt")
-    chat.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
-                      help="a request field; VALUE is JSON if it parses, else a string (repeatable)")
-    chat.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens to generate")
-    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    chat.add_argument("--seed", type=int, metavar="N", help="sampling seed")
-    constraint = chat.add_mutually_exclusive_group()
-    constraint.add_argument("--grammar", metavar="FILE", help="constrain the answer with a GBNF grammar file")
-    constraint.add_argument("--json-schema", metavar="FILE",
-                            help="constrain the answer with a JSON Schema file; print the validated JSON only")
-    chat.add_argument("--image", action="append", default=[], metavar="FILE", help="attach an image (repeatable)")
-    chat.add_argument("--audio", action="append", default=[], metavar="FILE", help="attach audio (repeatable)")
+    generation_options(chat, schema_help="constrain the answer with a JSON Schema file; print the validated JSON only")
+    chat.add_argument("--image", action="append", default=[], metavar="FILE",
+                      help=f"attach an image, its format from the suffix: {', '.join(IMAGE_FORMATS)} (repeatable)")
+    chat.add_argument("--audio", action="append", default=[], metavar="FILE",
+                      help=f"attach audio, its format from the suffix: {', '.join(sorted(set(AUDIO_FORMATS.values())))}"
+                           " (repeatable)")
     chat.add_argument("--hide-reasoning", action="store_true", help="do not print the model's reasoning")
     chat.add_argument("--json", action="store_true", help="print every stream event as a JSON line")
     chat.add_argument("-q", "--quiet", action="store_true", help="no statistics line on stderr")

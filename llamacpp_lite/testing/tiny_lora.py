@@ -124,10 +124,7 @@ def write_tiny_lora(path: str | os.PathLike[str], *, rank: int = 4, alpha: float
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, lora_alpha)
     writer.add_tensor("output.weight.lora_a", lora_a)
     writer.add_tensor("output.weight.lora_b", lora_b)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    tiny_model.write_and_close(writer)
     return target
 
 

@@ -35,6 +35,8 @@ import pathlib
 import gguf
 import numpy as np
 
+from llamacpp_lite.testing.tiny_model import write_and_close
+
 __all__ = [
     "AUDIO_CHUNK_SECONDS",
     "TOKENS_PER_AUDIO_CHUNK",
@@ -221,10 +223,7 @@ def write_tiny_mmproj(path: str | os.PathLike[str], *, vision: bool = True,
     for tensor_name, array in tensors.items():
         dtype = np.float16 if array.dtype == np.float16 else np.float32
         writer.add_tensor(tensor_name, array.astype(dtype))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_and_close(writer)
     return target
 
 

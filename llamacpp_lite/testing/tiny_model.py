@@ -772,11 +772,16 @@ def write_tiny_model(path: str | os.PathLike[str], variant: str = "chat", *,
     writer.add_chat_template(chat_template(base))
     for name, array in tensors.items():
         writer.add_tensor(name, array)
+    write_and_close(writer)
+    return target
+
+
+def write_and_close(writer: gguf.GGUFWriter) -> None:
+    """Write the header, metadata and tensors a `GGUFWriter` holds, then close its file."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return target
 
 
 def main(argv: list[str] | None = None) -> None:
