@@ -23,6 +23,7 @@ import requests
 import llamacpp_lite as lite
 from llamacpp_lite import DEFAULT_RETRY, AsyncLlamaCppModel, LlamaCppModel
 from tests import fault_server as fs
+from tests.nginx import free_port
 from tests.helpers import elapsed
 
 EVENTS = fs.text_chunks(*"abcdefghijklmnopqrstuvwxyz")
@@ -213,12 +214,6 @@ def recording_policy():
     policy.__class__ = Recording
     Recording.statuses = []
     return policy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_listening(port: int, process: subprocess.Popen, timeout: float = 20) -> None:
