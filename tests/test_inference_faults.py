@@ -91,7 +91,7 @@ def test_a_refused_request_names_the_long_input_counting_only_what_may_be_long(s
     assert (info.value.index, info.value.n_tokens, info.value.limit) == (2, 600, 512)
     assert isinstance(info.value.__cause__, lite.ServerError)
     assert server.paths == ["/v1/embeddings", "/v1/models", "/tokenize"]  # short texts are not counted (BPE)
-    assert server.requests[2].json() == {"content": LONG, "add_special": True}
+    assert server.requests[2].json() == {"model": "default", "content": LONG, "add_special": True}
 
 
 def test_without_a_known_tokenizer_every_input_is_counted(server, model):
