@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Generator, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from . import _wire
 from ._client import BaseClient
@@ -22,7 +22,7 @@ from ._errors import (
     ToolCallParseError,
     TransportError,
 )
-from ._events import StreamedOutput, translate_chunks
+from ._events import StreamedOutput, StreamEvent, translate_chunks
 from ._json import encode_body
 from ._result import ChatResult, collect_result
 from ._structured import OutputSpec, check_attempts, output_spec, parse_output, reask_message
@@ -54,7 +54,7 @@ class EventStream(Iterator[T]):
 
     __slots__ = ("_events", "_call")
 
-    def __init__(self, events: Iterator[T], call: Call) -> None:
+    def __init__(self, events: Generator[T, None, None], call: Call) -> None:
         self._events = events
         self._call = call
 
@@ -101,7 +101,7 @@ class ChatMixin(BaseClient):
         cancel_signal: Any = None,
         deadline: Optional[float] = None,
         **kwargs: Any,
-    ) -> EventStream:
+    ) -> EventStream[StreamEvent]:
         """Stream an answer as Strands `StreamEvent` dicts.
 
         The request is checked and built at once; it is sent when iteration starts. Leaving
@@ -156,12 +156,12 @@ class ChatMixin(BaseClient):
             tool_choice=tool_choice,
         )
 
-    def _open(self, body: Mapping[str, Any], cancel_signal: Any, call: Call) -> EventStream:
+    def _open(self, body: Mapping[str, Any], cancel_signal: Any, call: Call) -> EventStream[StreamEvent]:
         """The stream of events answering `body` (sent when iterated), cancelled through `call`."""
         payloads = self._transport.stream(_CHAT_PATH, encode_body(body), timeout=self._timeout, call=call)
         return EventStream(self._translate(payloads, body, cancel_signal), call)
 
-    def _translate(self, payloads: Iterator[Any], body: Mapping[str, Any], cancel_signal: Any) -> Iterator[dict]:
+    def _translate(self, payloads: Iterator[Any], body: Mapping[str, Any], cancel_signal: Any) -> Generator[StreamEvent, None, None]:
         keep = StreamedOutput() if any(key in body for key in _PARSED_OUTPUT) else None
         try:
             events = translate_chunks(payloads, started=time.perf_counter(), keep=keep)
@@ -241,7 +241,7 @@ class ChatMixin(BaseClient):
         max_attempts: Optional[int] = None,
         deadline: Optional[float] = None,
         **kwargs: Any,
-    ) -> EventStream:
+    ) -> EventStream[StreamEvent]:
         """Stream an answer constrained to a JSON Schema, then yield `{"output": obj}`.
 
         When an answer does not validate (the server's grammar cannot enforce everything: a
@@ -281,7 +281,7 @@ class ChatMixin(BaseClient):
         return EventStream(self._structured(body, spec, attempts, call, messages, system_prompt, request), call)
 
     def _structured(self, body: Mapping[str, Any], spec: OutputSpec, max_attempts: int, call: Call, messages: Any,
-                    system_prompt: Optional[str], request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+                    system_prompt: Optional[str], request: Mapping[str, Any]) -> Generator[StreamEvent, None, None]:
         texts: list[str] = []  # every answer's text
         call.start()  # the deadline counts from the first request and runs on between the attempts
         try:

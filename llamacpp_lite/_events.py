@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping
 
 from ._errors import StreamError
 
 __all__ = ["STOP_REASONS", "StreamedOutput", "translate_chunks"]
 
-StreamEvent = dict  # one of the Strands StreamEvent shapes; see the module docstring
+StreamEvent = Dict[str, Any]
+"""One of the Strands StreamEvent shapes (one key per dict); see the module docstring."""
 
 STOP_REASONS: Mapping[str, str] = {
     "stop": "end_turn",
@@ -99,7 +100,7 @@ def metadata(
     timings: Mapping[str, Any] | None,
     latency_ms: int,
     first_byte_ms: int | None,
-    logprobs: list | None = None,
+    logprobs: list[Any] | None = None,
 ) -> StreamEvent:
     """Return the `metadata` event: Strands usage and metrics, plus the server's `timings`.
 
@@ -140,8 +141,8 @@ class _Blocks:
 
     def __init__(self, keep: "StreamedOutput | None" = None) -> None:
         self.open: Any = None  # TEXT, REASONING, a tool-call index (int), or None
-        self.closed_tools: set = set()
-        self.tool_names: dict = {}  # index -> [id, name] of the tool calls seen
+        self.closed_tools: set[int] = set()
+        self.tool_names: dict[int, list[Any]] = {}  # index -> [id, name] of the tool calls seen
         self.pending_tool: Any = None  # the tool index whose start waits for its first arguments
         self.arguments: dict[int, list[str]] | None = None  # index -> argument fragments, when kept
         if keep is not None:
@@ -251,7 +252,9 @@ def translate_chunks(
     kept_arguments = blocks.arguments
     first_byte_ms = None
     finish_reason = None
-    usage = timings = logprobs = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    logprobs: list[Any] | None = None
     yield message_start()
     for chunk in chunks:
         if first_byte_ms is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Generator, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
 
 from . import _completion
 from ._chat import EventStream
@@ -149,7 +149,7 @@ class InferenceMixin(BaseClient):
         return EventStream(self._chunks(payloads, path), call)
 
     @staticmethod
-    def _chunks(payloads: Iterator[Any], path: str) -> Iterator[CompletionChunk]:
+    def _chunks(payloads: Iterator[Any], path: str) -> Generator[CompletionChunk, None, None]:
         try:
             yield from _completion.translate_stream(payloads, path)
         finally:

@@ -60,7 +60,7 @@ class OutputSpec:
     check_schema: bool = True
 
 
-def _type_schema(hint: Any) -> dict:
+def _type_schema(hint: Any) -> dict[str, Any]:
     """Return the JSON Schema of a type hint (nested dataclasses are inlined)."""
     if hint in _SCALARS:
         return dict(_SCALARS[hint])
@@ -78,12 +78,12 @@ def _type_schema(hint: Any) -> dict:
         return {"type": "object", "additionalProperties": _type_schema(args[1]) if args else {}}
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return {"enum": [member.value for member in hint]}
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _dataclass_schema(hint)
     raise InvalidRequestError(f"cannot derive a JSON Schema for the type {hint!r}")
 
 
-def _dataclass_schema(cls: type) -> dict:
+def _dataclass_schema(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls, globalns=vars(sys.modules.get(cls.__module__, types.ModuleType("m"))))
     properties = {}
     required = []
@@ -106,17 +106,22 @@ def output_spec(output_model: Any) -> OutputSpec:
 
     if isinstance(output_model, Mapping):
         try:
-            jsonschema.validators.validator_for(output_model).check_schema(output_model)
+            jsonschema.validators.validator_for(output_model).check_schema(dict(output_model))
         except jsonschema.SchemaError as exc:
             raise InvalidRequestError(f"the output schema is not a valid JSON Schema: {exc.message}") from None
         return OutputSpec(schema=dict(output_model), build=lambda value: value)
     if isinstance(output_model, type) and dataclasses.is_dataclass(output_model):
+        # PRIVATE: dataclasses-json's public API decodes only classes it decorated or that subclass its
+        # mixin; this is its decoder itself, so the caller's own (undecorated) class is built.
         from dataclasses_json.core import _decode_dataclass
 
-        decode = getattr(output_model, "from_dict", None) or (lambda value: _decode_dataclass(output_model, value, False))
+        decode = getattr(output_model, "from_dict", None) or (
+            lambda value: _decode_dataclass(output_model, value, False)  # type: ignore[no-untyped-call]
+        )
         return OutputSpec(schema=_dataclass_schema(output_model), build=decode)
     if isinstance(output_model, type) and hasattr(output_model, "model_json_schema"):
-        return OutputSpec(schema=output_model.model_json_schema(), build=output_model.model_validate,
+        pydantic_model: Any = output_model
+        return OutputSpec(schema=pydantic_model.model_json_schema(), build=pydantic_model.model_validate,
                           check_schema=False)
     raise InvalidRequestError(
         f"output_model must be a dataclass, a pydantic model class or a JSON Schema dict; got {output_model!r}"
@@ -205,7 +210,7 @@ def reask_message(error: StructuredOutputError) -> str:
             "Answer again with only the corrected JSON.")
 
 
-def _validation_errors(schema: Mapping[str, Any], value: Any) -> list:
+def _validation_errors(schema: Mapping[str, Any], value: Any) -> list[str]:
     import jsonschema
 
     validator = jsonschema.validators.validator_for(schema)(schema)

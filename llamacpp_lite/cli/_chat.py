@@ -95,7 +95,7 @@ class _Renderer:
         self._stop_reason = "end_turn"
         self.progress = _ProgressBar(err) if progress else None
 
-    def event(self, event: dict) -> None:
+    def event(self, event: dict[str, Any]) -> None:
         """Print one event."""
         if self.progress is not None:
             if "promptProgress" in event:
@@ -115,7 +115,7 @@ class _Renderer:
         elif "metadata" in event and self._stats:
             self._print_stats(event["metadata"])
 
-    def _delta(self, delta: dict) -> None:
+    def _delta(self, delta: dict[str, Any]) -> None:
         if "text" in delta and not self._structured:
             self._write(delta["text"])
         elif "reasoningContent" in delta and self._show_reasoning:
@@ -141,14 +141,14 @@ class _Renderer:
         if self._line_open:
             self._write("\n")
 
-    def _print_stats(self, metadata: dict) -> None:
+    def _print_stats(self, metadata: dict[str, Any]) -> None:
         tokens = metadata.get("usage", {}).get("outputTokens", 0)
         speed = metadata.get("timings", {}).get("predicted_per_second")
         parts = [f"{tokens} tokens"] + ([f"{speed:.1f} tokens/s"] if speed else []) + [f"stop: {self._stop_reason}"]
         print(", ".join(parts), file=self._err, flush=True)
 
 
-def _media_blocks(args: argparse.Namespace) -> list[dict]:
+def _media_blocks(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Content blocks for the `--image` and `--audio` files (the format from the file suffix)."""
     blocks = []
     for kind, paths in (("image", args.image), ("audio", args.audio)):
@@ -160,7 +160,7 @@ def _media_blocks(args: argparse.Namespace) -> list[dict]:
     return blocks
 
 
-def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema: Any,
+def _ask(model: LlamaCppModel, messages: list[dict[str, Any]], args: argparse.Namespace, schema: Any,
          renderer: _Renderer) -> ChatResult:
     """Stream one answer to `messages` through the renderer; the stream is closed however it ends."""
     extra: dict[str, Any] = {"return_progress": True} if renderer.progress is not None else {}
@@ -179,7 +179,7 @@ def _ask(model: LlamaCppModel, messages: list, args: argparse.Namespace, schema:
     return collect_result(seen)
 
 
-def _user_message(text: str, media: list[dict]) -> dict:
+def _user_message(text: str, media: list[dict[str, Any]]) -> dict[str, Any]:
     """The media first, then the question (as in a Strands block holding both)."""
     return {"role": "user", "content": [*media, {"text": text}]}
 
@@ -193,12 +193,12 @@ def _read_turn(prompt: bool) -> str | None:
 
 
 def _repl(model: LlamaCppModel, args: argparse.Namespace, schema: Any, renderer: _Renderer,
-          media: list[dict]) -> int:
+          media: list[dict[str, Any]]) -> int:
     """Hold a conversation; a failed turn is reported and dropped, and the last turn's status is returned."""
     on_terminal = sys.stdin.isatty()
     if on_terminal:
         print(f"{PROG} chat: {REPL_HELP}", file=sys.stderr)
-    messages: list[dict] = []
+    messages: list[dict[str, Any]] = []
     status = 0
     pending = args.prompt
     while True:
@@ -237,7 +237,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     with client(args, params) as model:
         if interactive:
             return _repl(model, args, schema, renderer, media)
-        _ask(model, [_user_message(prompt, media)], args, schema, renderer)
+        _ask(model, [_user_message(prompt or "", media)], args, schema, renderer)
     return 0
 
 
