@@ -14,7 +14,6 @@ import threading
 import time
 from typing import Any, Mapping, Optional
 
-from urllib3.util.retry import Retry
 
 from ._config import (
     DEFAULT_BASE_URL,
@@ -31,7 +30,7 @@ from ._errors import BadRequestError, InvalidRequestError, LlamaCppError, Stream
 from ._json import encode_body
 from ._tokens import parse_token_ids
 from ._server_info import find_model, parse_models
-from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
+from ._transport import DEFAULT_RETRY, Call, Transport, retry_policy, split_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE", "DEFAULT_TIMEOUT", "check_deadline"]
 
@@ -62,16 +61,6 @@ def _base_url(url: Any) -> tuple[str, Optional[tuple[str, str]]]:
         raise InvalidRequestError(f"base_url must be an http(s) URL, got {clean!r}")
     clean = clean.rstrip("/")
     return (clean[: -len("/v1")] if clean.endswith("/v1") else clean), credentials
-
-
-def _retry_policy(retry: Any) -> Retry:
-    if retry is None:
-        return DEFAULT_RETRY.new(connect=0, status=0)
-    if isinstance(retry, Retry):
-        return retry
-    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
-        return DEFAULT_RETRY.new(connect=retry, status=retry)
-    raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
 
 
 def check_deadline(deadline: Any) -> Optional[float]:
@@ -143,7 +132,7 @@ class BaseClient:
             api_key=check_api_key(api_key if api_key is not None else os.environ.get(API_KEY_ENV)),
             basic=credentials,
             headers=check_headers(headers),
-            retry=_retry_policy(retry),
+            retry=retry_policy(retry),
             pool_maxsize=pool_maxsize,
             verify=verify,
             limits=limits or Limits(),

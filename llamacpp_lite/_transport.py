@@ -55,7 +55,7 @@ from ._json import decode_json
 from ._sse import iter_payloads
 
 __all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "STATUS_WAIT_S", "Transport", "probe_status",
-           "split_credentials"]
+           "retry_policy", "split_credentials"]
 
 _READ_SIZE = 256 * 1024  # bytes asked of the socket per read (less when less has arrived)
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -444,6 +444,21 @@ DEFAULT_RETRY = RetryPolicy(
 """Retry connect failures 3 times and 503 (model loading) for up to 120 s, with backoff
 0.25 s x 2^n (cap 8 s) plus up to 0.25 s of jitter, or as `Retry-After` says."""
 
+
+
+def retry_policy(retry: Any) -> Retry:
+    """Return the policy for a model's `retry` argument: None (no retries), a count, or any urllib3 `Retry`.
+
+    Raises:
+        InvalidRequestError: For anything else.
+    """
+    if retry is None:
+        return DEFAULT_RETRY.new(connect=0, status=0)
+    if isinstance(retry, Retry):
+        return retry
+    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+        return DEFAULT_RETRY.new(connect=retry, status=retry)
+    raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
 
 # -- authentication and redirects -------------------------------------------------------------
 
