@@ -31,12 +31,11 @@ import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-
 from ._errors import ServerStartError
 from ._transport import probe_status
 
 __all__ = ["BINARY_ENV", "CACHE_ENV", "CHOICE_FILE", "BinaryInfo", "LlamaServer", "describe_binary",
-           "find_llama_server", "read_choice"]
+           "find_llama_server", "read_choice", "stop_process"]
 
 BINARY_ENV = "LLAMA_SERVER_BIN"
 """Environment variable naming the llama-server binary."""
@@ -211,6 +210,18 @@ def _api_prefix(args: Sequence[str]) -> str:
         if arg.startswith("--api-prefix="):
             return arg.partition("=")[2].rstrip("/")
     return ""
+
+
+def stop_process(process: "subprocess.Popen[Any]", grace: float = 5.0) -> None:
+    """Stop a child process by its PID: terminate it, and kill it if it has not exited after `grace` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _free_port() -> int:
@@ -421,13 +432,8 @@ class LlamaServer:
     def stop(self) -> None:
         """Stop the process: terminate, then kill after `stop_timeout` seconds. Idempotent."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, self.stop_timeout)
         if self._log_dir is not None:
             self._log_dir.cleanup()
             self._log_dir = None

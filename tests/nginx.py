@@ -22,6 +22,8 @@ import subprocess
 import time
 from typing import Callable, Mapping, Optional
 
+from llamacpp_lite.server import stop_process
+
 __all__ = ["Nginx", "find_nginx", "free_port"]
 
 _START_TIMEOUT_S = 10.0
@@ -127,14 +129,8 @@ class Nginx:
     def stop(self) -> None:
         """Stop nginx by its PID (fast shutdown, then kill). Idempotent."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process)
 
     def errors(self) -> str:
         """The end of nginx's error log."""

@@ -22,9 +22,10 @@ import requests
 
 import llamacpp_lite as lite
 from llamacpp_lite import DEFAULT_RETRY, AsyncLlamaCppModel, LlamaCppModel
+from llamacpp_lite.server import stop_process
 from tests import fault_server as fs
-from tests.nginx import free_port
 from tests.helpers import elapsed
+from tests.nginx import free_port
 
 EVENTS = fs.text_chunks(*"abcdefghijklmnopqrstuvwxyz")
 
@@ -237,12 +238,7 @@ def llama_server(binary, *args: str):
     try:
         yield port, process
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
 
 @pytest.mark.real_server

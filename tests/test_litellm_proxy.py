@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from llamacpp_lite import BadRequestError, LlamaCppModel, NotSupportedError
+from llamacpp_lite.server import stop_process
 from tests.helpers import ADD_TOOL
 from tests.nginx import free_port
 
@@ -70,12 +71,7 @@ def litellm_url(request, tmp_path_factory) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 @pytest.fixture
