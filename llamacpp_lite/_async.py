@@ -23,10 +23,15 @@ import asyncio
 import collections
 import threading
 import weakref
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Mapping, Optional, Sequence, TypeVar, Union, overload
 
+from ._completion import Completion, CompletionChunk
+from ._embeddings import Embeddings, Ranked
 from ._model import LlamaCppModel
 from ._result import ChatResult, ServerProps
+from ._tokens import Token
+from ._management import DEFAULT_MODEL_TIMEOUT
+from ._server_info import LoraAdapter, ModelInfo, SlotEraseResult, SlotInfo, SlotRestoreResult, SlotSaveResult
 from ._transport import CancelScope
 
 __all__ = ["AsyncLlamaCppModel", "aiter_in_thread", "run_in_thread"]
@@ -346,10 +351,11 @@ class AsyncLlamaCppModel:
         tool_choice: Optional[Mapping[str, Any]] = None,
         system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
         cancel_signal: Any = None,
+        deadline: Optional[float] = None,
         **kwargs: Any,
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.stream`; yields the same events, asynchronously."""
-        async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, **kwargs)):  # noqa: E501
+        async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, deadline=deadline, **kwargs)):  # noqa: E501
             yield event
 
     async def chat(
@@ -368,10 +374,17 @@ class AsyncLlamaCppModel:
             yield text
 
     async def structured_output(
-        self, output_model: Any, prompt: Any, system_prompt: Optional[str] = None, **kwargs: Any
+        self,
+        output_model: Any,
+        prompt: Any,
+        system_prompt: Optional[str] = None,
+        *,
+        max_attempts: Optional[int] = None,
+        deadline: Optional[float] = None,
+        **kwargs: Any,
     ) -> AsyncIterator[dict]:
         """See `LlamaCppModel.structured_output`; the last event is `{"output": obj}`."""
-        async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, **kwargs)):
+        async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, max_attempts=max_attempts, deadline=deadline, **kwargs)):  # noqa: E501
             yield event
 
     async def count_tokens(
@@ -382,15 +395,60 @@ class AsyncLlamaCppModel:
         system_prompt_content: Optional[Sequence[Mapping[str, Any]]] = None,
         *,
         estimate: bool = True,
+        deadline: Optional[float] = None,
     ) -> int:
         """See `LlamaCppModel.count_tokens`."""
-        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content, estimate=estimate)  # noqa: E501
+        return await run_in_thread(self.sync.count_tokens, messages, tool_specs, system_prompt, system_prompt_content, estimate=estimate, deadline=deadline)  # noqa: E501
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def tokenize(self, text: str) -> list[int]:
+    @overload
+    async def tokenize(self, text: str, *, add_special: bool = ..., with_pieces: Literal[False] = ...) -> list[int]: ...
+
+    @overload
+    async def tokenize(self, text: str, *, add_special: bool = ..., with_pieces: Literal[True]) -> list[Token]: ...
+
+    async def tokenize(self, text: str, *, add_special: bool = False,
+                       with_pieces: bool = False) -> Union[list[int], list[Token]]:
         """See `LlamaCppModel.tokenize`."""
-        return await run_in_thread(self.sync.tokenize, text)
+        return await run_in_thread(self.sync.tokenize, text, add_special=add_special, with_pieces=with_pieces)
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """See `LlamaCppModel.detokenize`."""
+        return await run_in_thread(self.sync.detokenize, tokens)
+
+    async def complete(self, prompt: Union[str, Sequence[int]], **params: Any) -> Completion:
+        """See `LlamaCppModel.complete`."""
+        return await run_in_thread(self.sync.complete, prompt, **params)
+
+    async def stream_complete(self, prompt: Union[str, Sequence[int]], **params: Any) -> AsyncIterator[CompletionChunk]:
+        """See `LlamaCppModel.stream_complete`; yields the same chunks, asynchronously."""
+        async for chunk in aiter_in_thread(self.sync.stream_complete(prompt, **params)):
+            yield chunk
+
+    async def infill(self, prefix: str, suffix: str, *, prompt: Optional[str] = None,
+                     input_extra: Optional[Sequence[Mapping[str, str]]] = None, **params: Any) -> Completion:
+        """See `LlamaCppModel.infill`."""
+        return await run_in_thread(self.sync.infill, prefix, suffix, prompt=prompt, input_extra=input_extra, **params)
+
+    async def stream_infill(self, prefix: str, suffix: str, *, prompt: Optional[str] = None,
+                            input_extra: Optional[Sequence[Mapping[str, str]]] = None,
+                            **params: Any) -> AsyncIterator[CompletionChunk]:
+        """See `LlamaCppModel.stream_infill`; yields the same chunks, asynchronously."""
+        async for chunk in aiter_in_thread(self.sync.stream_infill(prefix, suffix, prompt=prompt, input_extra=input_extra, **params)):  # noqa: E501
+            yield chunk
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    async def embed(self, input: Union[str, Sequence[Any]], *, truncate: bool = False,
+                    batch_limit: Optional[int] = None, **params: Any) -> Embeddings:
+        """See `LlamaCppModel.embed`."""
+        return await run_in_thread(self.sync.embed, input, truncate=truncate, batch_limit=batch_limit, **params)
+
+    async def rerank(self, query: str, documents: Sequence[str], *, top_n: Optional[int] = None,
+                     **params: Any) -> list[Ranked]:
+        """See `LlamaCppModel.rerank`."""
+        return await run_in_thread(self.sync.rerank, query, documents, top_n=top_n, **params)
 
     # -- server management -------------------------------------------------------------------
 
@@ -398,17 +456,57 @@ class AsyncLlamaCppModel:
         """See `LlamaCppModel.health`."""
         return await run_in_thread(self.sync.health)
 
-    async def props(self) -> ServerProps:
+    async def props(self, model_id: Optional[str] = None) -> ServerProps:
         """See `LlamaCppModel.props`."""
-        return await run_in_thread(self.sync.props)
-
-    async def slots(self) -> list:
-        """See `LlamaCppModel.slots`."""
-        return await run_in_thread(self.sync.slots)
+        return await run_in_thread(self.sync.props, model_id)
 
     async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> None:
         """See `LlamaCppModel.wait_until_ready`."""
         return await run_in_thread(self.sync.wait_until_ready, timeout, interval)
+
+    async def models(self) -> list[ModelInfo]:
+        """See `LlamaCppModel.models`."""
+        return await run_in_thread(self.sync.models)
+
+    async def load_model(self, model_id: str, *, wait: bool = True,
+                         timeout: float = DEFAULT_MODEL_TIMEOUT) -> ModelInfo:
+        """See `LlamaCppModel.load_model`."""
+        return await run_in_thread(self.sync.load_model, model_id, wait=wait, timeout=timeout)
+
+    async def unload_model(self, model_id: str, *, wait: bool = True,
+                           timeout: float = DEFAULT_MODEL_TIMEOUT) -> ModelInfo:
+        """See `LlamaCppModel.unload_model`."""
+        return await run_in_thread(self.sync.unload_model, model_id, wait=wait, timeout=timeout)
+
+    async def slots(self, model_id: Optional[str] = None) -> list[SlotInfo]:
+        """See `LlamaCppModel.slots`."""
+        return await run_in_thread(self.sync.slots, model_id)
+
+    async def save_slot(self, slot_id: int, filename: str, *, model_id: Optional[str] = None) -> SlotSaveResult:
+        """See `LlamaCppModel.save_slot`."""
+        return await run_in_thread(self.sync.save_slot, slot_id, filename, model_id=model_id)
+
+    async def restore_slot(self, slot_id: int, filename: str, *,
+                           model_id: Optional[str] = None) -> SlotRestoreResult:
+        """See `LlamaCppModel.restore_slot`."""
+        return await run_in_thread(self.sync.restore_slot, slot_id, filename, model_id=model_id)
+
+    async def erase_slot(self, slot_id: int, *, model_id: Optional[str] = None) -> SlotEraseResult:
+        """See `LlamaCppModel.erase_slot`."""
+        return await run_in_thread(self.sync.erase_slot, slot_id, model_id=model_id)
+
+    async def lora_adapters(self, *, model_id: Optional[str] = None) -> list[LoraAdapter]:
+        """See `LlamaCppModel.lora_adapters`."""
+        return await run_in_thread(self.sync.lora_adapters, model_id=model_id)
+
+    async def set_lora_adapters(self, scales: Mapping[int, float], *,
+                                model_id: Optional[str] = None) -> list[LoraAdapter]:
+        """See `LlamaCppModel.set_lora_adapters`."""
+        return await run_in_thread(self.sync.set_lora_adapters, scales, model_id=model_id)
+
+    async def metrics(self, *, model_id: Optional[str] = None) -> dict[str, float]:
+        """See `LlamaCppModel.metrics`."""
+        return await run_in_thread(self.sync.metrics, model_id=model_id)
 
     # -- lifetime ------------------------------------------------------------------------------
 

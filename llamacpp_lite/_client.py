@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
 from typing import Any, Mapping, Optional
 
-from urllib3.util.retry import Retry
 
 from ._config import (
     DEFAULT_BASE_URL,
+    DEFAULT_BATCH_LIMIT,
     Limits,
     ModelConfig,
     TimeoutValue,
@@ -25,11 +26,13 @@ from ._config import (
     normalize_params,
     normalize_timeout,
 )
-from ._errors import InvalidRequestError, LlamaCppError, StreamError, preview
+from ._errors import BadRequestError, InvalidRequestError, LlamaCppError, StreamError, UnknownModelError, preview
 from ._json import encode_body
-from ._transport import DEFAULT_RETRY, Call, Transport, split_credentials
+from ._tokens import parse_token_ids
+from ._server_info import find_model, parse_models
+from ._transport import DEFAULT_RETRY, Call, Transport, retry_policy, split_credentials
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE"]
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "BaseClient", "DEFAULT_POOL_MAXSIZE", "DEFAULT_TIMEOUT", "check_deadline"]
 
 logger = logging.getLogger("llamacpp_lite")
 
@@ -41,6 +44,10 @@ BASE_URL_ENV = "LLAMACPP_BASE_URL"
 
 DEFAULT_POOL_MAXSIZE = 64
 """Connections kept open per server: one per concurrent stream you expect."""
+
+DEFAULT_TIMEOUT = (10.0, None)
+"""10 s to connect, and no bound on the gaps of an answer (a queued request or a model being
+swapped in sends nothing for as long as that takes; bound the whole call with `deadline=`)."""
 
 _CONTEXT_RETRY_S = 30.0  # a failed look-up of the server's context size is not repeated sooner
 
@@ -56,14 +63,23 @@ def _base_url(url: Any) -> tuple[str, Optional[tuple[str, str]]]:
     return (clean[: -len("/v1")] if clean.endswith("/v1") else clean), credentials
 
 
-def _retry_policy(retry: Any) -> Retry:
-    if retry is None:
-        return DEFAULT_RETRY.new(connect=0, status=0)
-    if isinstance(retry, Retry):
-        return retry
-    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
-        return DEFAULT_RETRY.new(connect=retry, status=retry)
-    raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
+def check_deadline(deadline: Any) -> Optional[float]:
+    """Return `deadline` as seconds, or None.
+
+    Raises:
+        InvalidRequestError: For anything but None or a positive finite number.
+    """
+    if deadline is None:
+        return None
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 0 < deadline < math.inf:
+        raise InvalidRequestError(f"deadline must be a positive finite number of seconds or None, got {deadline!r}")
+    return float(deadline)
+
+
+def _check_attempts(attempts: Any) -> int:
+    if type(attempts) is not int or attempts < 1:
+        raise InvalidRequestError(f"structured_output_attempts must be an int >= 1, got {attempts!r}")
+    return attempts
 
 
 def _in_event_loop() -> bool:
@@ -83,7 +99,7 @@ class BaseClient:
     def __init__(
         self,
         base_url: Optional[str] = None,
-        timeout: Any = None,
+        timeout: Any = DEFAULT_TIMEOUT,
         *,
         api_key: Optional[str] = None,
         model_id: str = "default",
@@ -94,11 +110,16 @@ class BaseClient:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         verify: bool | str = True,
         limits: Optional[Limits] = None,
+        batch_limit: int = DEFAULT_BATCH_LIMIT,
+        deadline: Optional[float] = None,
+        structured_output_attempts: int = 1,
     ) -> None:
         self.base_url, credentials = _base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
         self._timeout = normalize_timeout(timeout)
+        self._deadline = check_deadline(deadline)
+        self._attempts = _check_attempts(structured_output_attempts)
         self._config = ModelConfig().updated(
-            model_id=model_id, params=params, context_window_limit=context_window_limit
+            model_id=model_id, params=params, context_window_limit=context_window_limit, batch_limit=batch_limit
         )
         if type(pool_maxsize) is not int or pool_maxsize < 1:
             raise InvalidRequestError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
@@ -111,7 +132,7 @@ class BaseClient:
             api_key=check_api_key(api_key if api_key is not None else os.environ.get(API_KEY_ENV)),
             basic=credentials,
             headers=check_headers(headers),
-            retry=_retry_policy(retry),
+            retry=retry_policy(retry),
             pool_maxsize=pool_maxsize,
             verify=verify,
             limits=limits or Limits(),
@@ -137,7 +158,7 @@ class BaseClient:
     # -- configuration ------------------------------------------------------------------------
 
     def update_config(self, **model_config: Any) -> None:
-        """Replace settings (`model_id`, `params`, `context_window_limit`).
+        """Replace settings (`model_id`, `params`, `context_window_limit`, `batch_limit`).
 
         `params` replaces the previous params as a whole, as in Strands.
 
@@ -188,12 +209,65 @@ class BaseClient:
         return n_ctx
 
     def _server_context_size(self) -> Optional[int]:
-        """The per-slot context size the server reports (overridden where the server is a router)."""
-        settings = self._object(self._get("/props"), "/props").get("default_generation_settings") or {}
+        """The per-slot context size the server reports.
+
+        A router's own `/props` has no model (`n_ctx` 0): the configured model's are asked for
+        (`/props?model=`; the router loads the model if needed).
+        """
+        props = self._object(self._get("/props"), "/props")
+        if props.get("role") == "router":
+            props = self._object(self._get("/props", query={"model": self._config.model_id}), "/props")
+        settings = props.get("default_generation_settings") or {}
         n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
 
+    def _unknown_model(self, model_id: str, available: list[str], cause: Optional[BadRequestError] = None
+                       ) -> UnknownModelError:
+        """The error for a model id the server does not have, naming what it has."""
+        offers = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "") if available else "no model"
+        return UnknownModelError(
+            f"model {model_id!r} not found; the server offers: {offers}",
+            model_id=model_id,
+            available=available,
+            status_code=cause.status_code if cause is not None else 400,
+            error_type=cause.error_type if cause is not None else "invalid_request_error",
+            body=cause.body if cause is not None else None,
+        )
+
+    def _explain_bad_request(self, error: BadRequestError, model_id: str) -> BadRequestError:
+        """Return `UnknownModelError` when a 400 is a router's "model 'x' not found", else `error`.
+
+        Decided by the server's model list, not by the message; the message only saves that
+        look-up for 400s that cannot be about the model (they do not name it).
+        """
+        if isinstance(error, UnknownModelError) or f"'{model_id}'" not in error.message:
+            return error
+        try:
+            models = parse_models(self._get("/models"))
+        except LlamaCppError:
+            return error
+        if find_model(models, model_id) is not None:
+            return error
+        return self._unknown_model(model_id, [model.id for model in models], error)
+
     # -- calls ----------------------------------------------------------------------------------
+
+    def _model_meta(self) -> Optional[dict[str, Any]]:
+        """The loaded model's `meta` in `/v1/models` (`n_vocab`, `vocab_type`, `n_embd`...), or None
+        when the server does not say (no such endpoint, several models none of which is ours...)."""
+        try:
+            models = self._field(self._get("/v1/models"), "data", list, "/v1/models")
+        except LlamaCppError:
+            return None
+        mine = [entry for entry in models if isinstance(entry, dict)
+                and (len(models) == 1 or entry.get("id") == self._config.model_id)]
+        meta = mine[0].get("meta") if mine else None
+        return meta if isinstance(meta, dict) else None
+
+    def _token_ids(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The server's token ids of `text` (special tokens parsed; `add_special` adds BOS/EOS...)."""
+        answer = self._post("/tokenize", {"content": text, "add_special": add_special})
+        return parse_token_ids(self._field(answer, "tokens", list, "/tokenize"), "/tokenize")
 
     def _params(self, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
         """The configured params with this call's `overrides` on top (both normalized)."""
@@ -201,15 +275,26 @@ class BaseClient:
             return self._config.params
         return {**self._config.params, **normalize_params(overrides)}
 
+    def _call(self, deadline: Optional[float] = None, *, retry_status: bool = True) -> Call:
+        """A `Call` for one request, bounded by `deadline` (checked), else by the model's `deadline`.
+
+        `retry_status=False` for a probe: a 503 "Loading model" is its answer, not waited out.
+        """
+        deadline = check_deadline(deadline)
+        return Call(deadline=self._deadline if deadline is None else deadline, retry_status=retry_status)
+
     def _get(self, path: str, *, query: Optional[Mapping[str, str]] = None, timeout: TimeoutValue | None = None,
              call: Optional[Call] = None) -> Any:
-        return self._transport.request_json("GET", path, query=query, call=call,
+        return self._transport.request_json("GET", path, query=query, call=call or self._call(),
                                             timeout=self._timeout if timeout is None else timeout)
 
     def _post(self, path: str, body: Any, *, query: Optional[Mapping[str, str]] = None,
               call: Optional[Call] = None) -> Any:
-        return self._transport.request_json("POST", path, body=encode_body(body), query=query, call=call,
-                                            timeout=self._timeout)
+        """POST `body`; an object body names the configured model, which a router routes by."""
+        if isinstance(body, Mapping) and "model" not in body:
+            body = {"model": self._config.model_id, **body}  # a single-model server ignores it
+        return self._transport.request_json("POST", path, body=encode_body(body), query=query,
+                                            call=call or self._call(), timeout=self._timeout)
 
     @staticmethod
     def _shape_error(path: str, expected: str, answer: Any) -> StreamError:

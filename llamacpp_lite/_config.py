@@ -14,20 +14,26 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 from ._errors import InvalidRequestError, LlamaCppWarning
 from ._json import encode_body
+from ._server_info import lora_request
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_BATCH_LIMIT",
     "Limits",
     "ModelConfig",
     "TimeoutValue",
     "UnsupportedParameterWarning",
     "check_api_key",
+    "check_batch_limit",
     "check_headers",
     "normalize_params",
     "normalize_timeout",
 ]
 
 DEFAULT_BASE_URL = "http://localhost:8080"
+
+DEFAULT_BATCH_LIMIT = 512
+"""llama-server's default physical batch size (`-ub`): the most tokens one embedded input may have."""
 
 TimeoutValue = Union[None, float, Tuple[Optional[float], Optional[float]]]
 """None (no timeout), seconds for both phases, or `(connect, read)` seconds (either may be None)."""
@@ -86,11 +92,12 @@ def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Renamed parameters are translated (`mirostat_lr` -> `mirostat_eta`, ...), parameters
     llama.cpp does not have are dropped with one `UnsupportedParameterWarning` per name, an
-    `extra_body` mapping (an OpenAI-SDK habit) is flattened into the top level, and `None`
-    values are dropped. Everything else passes through unchanged at the top level.
+    `extra_body` mapping (an OpenAI-SDK habit) is flattened into the top level, `None`
+    values are dropped, and `lora` may be `{adapter_id: scale}` (sent as the server's list).
+    Everything else passes through unchanged at the top level.
 
     Raises:
-        InvalidRequestError: When `params` is not a mapping of string keys.
+        InvalidRequestError: When `params` is not a mapping of string keys, or `lora` is malformed.
     """
     if params is None:
         return {}
@@ -119,6 +126,8 @@ def normalize_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         flat[RENAMED_PARAMS.get(name, name)] = value
     if "stream_options" in flat and not isinstance(flat["stream_options"], Mapping):
         raise InvalidRequestError("params['stream_options'] must be a mapping")
+    if "lora" in flat:
+        flat["lora"] = lora_request(flat["lora"])
     encode_body(flat)  # fails now, naming the field, for values JSON cannot carry (NaN, sets, bytes...)
     return flat
 
@@ -131,11 +140,14 @@ class ModelConfig:
         model_id: The `model` field sent; a single-model llama-server ignores it.
         params: Request fields sent with every request (already normalized).
         context_window_limit: Tokens the caller wants to use at most, or None to ask the server.
+        batch_limit: The most tokens one input of `embed` may have: the server's physical batch
+            size (`-ub`; for last-token pooling, a slot's context). No endpoint reports it.
     """
 
     model_id: str = "default"
     params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     context_window_limit: Optional[int] = None
+    batch_limit: int = DEFAULT_BATCH_LIMIT
 
     def updated(self, **changes: Any) -> "ModelConfig":
         """Return a copy with `changes` applied (params are normalized and replace the old ones).
@@ -153,6 +165,8 @@ class ModelConfig:
         limit = changes.get("context_window_limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
             raise InvalidRequestError(f"context_window_limit must be a positive int or None, got {limit!r}")
+        if "batch_limit" in changes:
+            check_batch_limit(changes["batch_limit"])
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +175,7 @@ class ModelConfig:
             "model_id": self.model_id,
             "params": dict(self.params),
             "context_window_limit": self.context_window_limit,
+            "batch_limit": self.batch_limit,
         }
 
 
@@ -186,6 +201,17 @@ class Limits:
             value = getattr(self, field.name)
             if type(value) is not int or value <= 0:
                 raise InvalidRequestError(f"Limits.{field.name} must be a positive int, got {value!r}")
+
+
+def check_batch_limit(limit: Any) -> int:
+    """Return `limit`, checked to be a positive int (a `batch_limit`).
+
+    Raises:
+        InvalidRequestError: For anything else.
+    """
+    if type(limit) is not int or limit <= 0:
+        raise InvalidRequestError(f"batch_limit must be a positive int (the server's -ub), got {limit!r}")
+    return limit
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from ._errors import InvalidRequestError
+from ._json import encode_body
 
 __all__ = ["AUDIO_FORMATS", "IMAGE_FORMATS", "STRUCTURAL_KEYS", "TEXT_DOCUMENT_FORMATS", "as_content",
            "block_parts", "dumps"]
@@ -44,15 +45,31 @@ _WEBP = " (only a server built with video support and an ffmpeg on its PATH read
 
 
 def dumps(value: Any, what: str) -> str:
-    """Return `value` as JSON text.
+    """Return `value` as JSON text, for JSON sent inside a string (tool arguments, json blocks).
+
+    Strict JSON only: NaN and infinities are refused here, since inside a string they would
+    pass the body's own check and reach llama-server, which answers 500.
+
+    Args:
+        value: The value to encode.
+        what: Names the value in error messages (e.g. `message 1 (assistant): toolUse 'add' input`).
+
+    Returns:
+        The JSON text.
 
     Raises:
-        InvalidRequestError: When `value` is not JSON-serializable.
+        InvalidRequestError: When `value` holds something JSON cannot carry, naming where.
     """
     try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidRequestError(f"{what} is not JSON-serializable: {exc}") from None
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        encode_body(value)  # names the offending value and where it sits
+    except InvalidRequestError as exc:
+        detail = str(exc).removeprefix("the request cannot be sent as JSON: ").replace("the body holds", "it holds")
+        raise InvalidRequestError(f"{what} cannot be sent as JSON: {detail}") from None
+    raise InvalidRequestError(f"{what} cannot be sent as JSON")  # pragma: no cover - encode_body refuses it too
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:

@@ -4,6 +4,7 @@ Only these exceptions leave the library::
 
     LlamaCppError                       root of everything raised here
     ├── InvalidRequestError             bad input, caught before sending (also a ValueError)
+    │   └── InputTooLongError           an input has more tokens than the server takes at once
     ├── TransportError                  the HTTP exchange itself failed
     │   ├── ConnectError                no connection (refused, DNS, TLS, proxy), or closed unanswered
     │   ├── Aborted                     the call was aborted (abort(), or its async task cancelled)
@@ -13,26 +14,34 @@ Only these exceptions leave the library::
     │       └── DeadlineExceeded        the call's deadline passed
     ├── APIError                        the server answered with an error status
     │   ├── BadRequestError             400 (and other 4xx)
-    │   │   └── ContextWindowOverflowException   exceed_context_size_error
+    │   │   ├── ContextWindowOverflowException   exceed_context_size_error
+    │   │   └── UnknownModelError       a model id the server (a router) does not have
     │   ├── AuthenticationError         401 / 403
     │   ├── NotSupportedError           404 / 501: no such endpoint or feature
     │   ├── ModelThrottledException     429, or 503 (model loading) once retries are spent
     │   └── ServerError                 500 (many client mistakes come back as 500)
-    │       └── ModalityNotSupportedError  image/audio input to a model without it
+    │       ├── ModalityNotSupportedError  image/audio input to a model without it
+    │       ├── ModelLoadError          a router could not load the model
+    │       └── ToolCallParseError      the server could not parse the model's tool call (500 or in-stream)
     ├── StreamError                     an answer that broke off, was malformed or carried an error
-    ├── StructuredOutputError           the output did not parse or validate against the schema
+    ├── StructuredOutputError           the output did not parse or validate (also a ValueError)
+    │   └── StructuredOutputJSONError   ... because it is not JSON (also a json.JSONDecodeError)
     └── ServerStartError                the managed llama-server (LlamaServer) could not start
 
 When the Strands Agents SDK is already imported, `ContextWindowOverflowException` and
 `ModelThrottledException` are raised as subclasses that are also instances of Strands' classes of
-the same names, so a Strands Agent reduces its context or retries. Strands is never imported here.
+the same names, so a Strands Agent reduces its context or retries. Likewise a
+`StructuredOutputError` for a pydantic model's failed validation is also a
+`pydantic.ValidationError`. Neither Strands nor pydantic is ever imported here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = [
     "APIError",
@@ -43,10 +52,12 @@ __all__ = [
     "ConnectTimeout",
     "ContextWindowOverflowException",
     "DeadlineExceeded",
+    "InputTooLongError",
     "InvalidRequestError",
     "LlamaCppError",
     "LlamaCppWarning",
     "ModalityNotSupportedError",
+    "ModelLoadError",
     "ModelThrottledException",
     "NotSupportedError",
     "ReadTimeout",
@@ -54,8 +65,13 @@ __all__ = [
     "ServerStartError",
     "StreamError",
     "StructuredOutputError",
+    "StructuredOutputJSONError",
     "TimeoutException",
+    "ToolCallParseError",
     "TransportError",
+    "UnknownModelError",
+    "structured_output_validation_error",
+    "tool_call_parse_error",
 ]
 
 _PAYLOAD_PREVIEW = 300  # characters of an offending payload kept in a message
@@ -80,6 +96,29 @@ class LlamaCppWarning(UserWarning):
 
 class InvalidRequestError(LlamaCppError, ValueError):
     """The request cannot be sent as given (bad messages, options or URL); nothing was sent."""
+
+
+class InputTooLongError(InvalidRequestError):
+    """An input has more tokens than the server can take in one piece, so nothing was computed.
+
+    `embed` raises it for an input longer than the server's physical batch size (`-ub`, which
+    bounds one embedded input) or than a slot's context. The server answers such a request with a
+    bare 500 (or a context error) that does not say which input it was; this error names it. It
+    is raised before sending when the token count is known (token-id input), else after the
+    server refused the request and the inputs were counted with its tokenizer. Pass
+    `truncate=True` to embed the first `limit` tokens instead.
+
+    Attributes:
+        index: The position of the input in what was passed.
+        n_tokens: Its token count, by the server's tokenizer (special tokens included).
+        limit: The most tokens the server takes in one input.
+    """
+
+    def __init__(self, message: str, *, index: int, n_tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.n_tokens = n_tokens
+        self.limit = limit
 
 
 class TransportError(LlamaCppError):
@@ -167,6 +206,20 @@ class ContextWindowOverflowException(BadRequestError):
         self.n_ctx: int | None = error.get("n_ctx")
 
 
+class UnknownModelError(BadRequestError):
+    """The server has no model of that id or alias (a router answers 400 "model 'x' not found").
+
+    Attributes:
+        model_id: The id asked for.
+        available: The ids the server offers, when they could be listed (else empty).
+    """
+
+    def __init__(self, message: str, *, model_id: str, available: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.available = list(available)
+
+
 class AuthenticationError(APIError):
     """The API key is missing or wrong (401), or not allowed (403)."""
 
@@ -195,6 +248,22 @@ class ModalityNotSupportedError(ServerError):
         self.modality = modality
 
 
+class ModelLoadError(ServerError):
+    """A router could not load the model: its process exited (bad file, too little memory...).
+
+    The router's log says why; `GET /models` shows `"failed": true` and the exit code.
+
+    Attributes:
+        model_id: The model that failed.
+        exit_code: The exit code of the model's process, when the router reported it.
+    """
+
+    def __init__(self, message: str, *, model_id: str, exit_code: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.model_id = model_id
+        self.exit_code = exit_code
+
+
 class StreamError(LlamaCppError):
     """An answer broke off, was malformed, or carried an error event inside a 200 stream.
 
@@ -219,13 +288,70 @@ class StreamError(LlamaCppError):
         self.error = error
 
 
-class StructuredOutputError(LlamaCppError):
-    """The model's output did not parse or validate against the requested schema.
+class ToolCallParseError(ServerError):
+    """llama-server could not parse the model's output in the format it expected (a tool call, usually).
+
+    The server fails the whole request (a 500, or an error event inside a 200 stream) and does
+    not return what the model wrote; `raw_output` holds what is known of it. To recover, ask
+    again (the same request, or with a nudge such as a higher temperature or fewer tools), or
+    take the answer's text (`text`) when a plain answer will do.
 
     Attributes:
-        raw_text: The text the model produced.
-        errors: The validation errors (messages), empty when the text was not JSON at all.
-        stop_reason: The stream's stop reason; `max_tokens` means the output was cut short.
+        raw_output: The model's output as far as it is known: the unparsed rest of the output
+            when the server's message carries it (older servers: "Failed to parse input at pos
+            N: ..."), else what was streamed before the error: the text, then each tool call as
+            `{"name": ..., "arguments": ...` with the arguments as far as they came (usually cut
+            short; the closing `}` only when they are complete JSON), one per line. Empty when
+            nothing is known.
+        text: The text streamed before the error.
+        tool_calls: The tool calls streamed before the error: dicts with `id`, `name` and
+            `arguments` (the arguments JSON as far as it came).
+        position: Where the server's parser stopped (older servers' "at pos N"), else None.
+        error: The server's `error` object.
+    """
+
+    def __init__(self, message: str, *, raw_output: str = "", position: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.raw_output = raw_output
+        self.position = position
+        self.text = ""
+        self.tool_calls: tuple[dict[str, Any], ...] = ()
+        body = kwargs.get("body")
+        self.error: Optional[Mapping[str, Any]] = body.get("error") if isinstance(body, dict) else None
+
+    def add_streamed(self, text: str, tool_calls: Sequence[Mapping[str, Any]]) -> None:
+        """Record what was streamed before the error (`raw_output` is built from it if still empty)."""
+        self.text = text
+        self.tool_calls = tuple(dict(call) for call in tool_calls)
+        if not self.raw_output:
+            calls = [f'{{"name": {json.dumps(call.get("name"))}, "arguments": {call.get("arguments") or ""}'
+                     + ("}" if _is_json(call.get("arguments")) else "")  # closed only when they are complete
+                     for call in self.tool_calls]
+            self.raw_output = "\n".join(part for part in (text, *calls) if part)
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+class StructuredOutputError(LlamaCppError, ValueError):
+    """The model's output did not parse or validate against the requested schema.
+
+    A `ValueError`, as the `json.JSONDecodeError` and `pydantic.ValidationError` that Strands'
+    own `structured_output` raises; see also `StructuredOutputJSONError`. When a pydantic
+    model's validation failed, the exception is also that `pydantic.ValidationError` (where
+    pydantic allows it; else it is the `__cause__`).
+
+    Attributes:
+        raw_text: The text of the last answer.
+        errors: The validation errors (messages), empty when the text was not JSON at all. On
+            the pydantic variant `errors()` also returns pydantic's error dicts.
+        stop_reason: The last answer's stop reason; `max_tokens` means it was cut short.
+        attempts: The raw text of every answer, in order (`structured_output(max_attempts=N)`).
     """
 
     def __init__(
@@ -235,11 +361,83 @@ class StructuredOutputError(LlamaCppError):
         raw_text: str,
         errors: Sequence[str] = (),
         stop_reason: str | None = None,
+        attempts: Sequence[str] = (),
     ) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not super(): json.JSONDecodeError may follow in the MRO
         self.raw_text = raw_text
         self.errors = list(errors)
         self.stop_reason = stop_reason
+        self.attempts = tuple(attempts) or (raw_text,)
+
+
+class StructuredOutputJSONError(StructuredOutputError, json.JSONDecodeError):
+    """The model's output is not JSON; also a `json.JSONDecodeError` (`msg`, `doc`, `pos`, `lineno`, `colno`).
+
+    `doc` is the raw text; `msg` and `pos` are the JSON parser's.
+    """
+
+    def __init__(self, message: str, *, raw_text: str, json_message: str, pos: int, **kwargs: Any) -> None:
+        StructuredOutputError.__init__(self, message, raw_text=raw_text, **kwargs)
+        self.msg = json_message
+        self.doc = raw_text
+        self.pos = pos
+        self.lineno = raw_text.count("\n", 0, pos) + 1
+        self.colno = pos - raw_text.rfind("\n", 0, pos)
+
+
+class _ErrorList(list[str]):
+    """`StructuredOutputError.errors` of the pydantic variant: the messages, and callable as pydantic's `errors()`."""
+
+    def __init__(self, messages: Sequence[str], details: Callable[..., Any]) -> None:
+        super().__init__(messages)
+        self._details = details
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._details(**kwargs)
+
+
+_PYDANTIC_CLASSES: dict[type, type] = {}
+
+
+def _pydantic_compatible(validation_error_cls: type) -> type:
+    """Return a `StructuredOutputError` subclass that is also `validation_error_cls` (cached)."""
+    cls = _PYDANTIC_CLASSES.get(validation_error_cls)
+    if cls is None:
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            """pydantic builds the instance (`from_exception_data`); ours are set after."""
+
+        cls = type("StructuredOutputError", (StructuredOutputError, validation_error_cls), {
+            "__module__": __name__,
+            "__init__": init,
+            "__str__": BaseException.__str__,
+            "__repr__": BaseException.__repr__,
+        })
+        _PYDANTIC_CLASSES[validation_error_cls] = cls
+    return cls
+
+
+def structured_output_validation_error(message: str, validation_error: Exception,
+                                       **kwargs: Any) -> StructuredOutputError:
+    """Return a `StructuredOutputError` that is also the given `pydantic.ValidationError`'s class.
+
+    Falls back to a plain `StructuredOutputError` when the error cannot be rebuilt (the caller
+    chains the original as `__cause__` either way).
+
+    Args:
+        message: The message.
+        validation_error: The `pydantic.ValidationError` the model raised.
+        **kwargs: `StructuredOutputError`'s keyword arguments.
+    """
+    errors = getattr(validation_error, "errors", None)
+    try:
+        details = errors(include_url=False)  # type: ignore[misc]
+        cls = _pydantic_compatible(type(validation_error))
+        error: Any = cls.from_exception_data(validation_error.title, details)  # type: ignore[attr-defined]
+    except Exception:  # an error pydantic cannot rebuild (e.g. a custom error type); the cause still has it
+        return StructuredOutputError(message, **kwargs)
+    StructuredOutputError.__init__(error, message, **kwargs)
+    error.errors = _ErrorList(error.errors, functools.partial(getattr(type(validation_error), "errors"), error))
+    return error  # type: ignore[no-any-return]
 
 
 class ServerStartError(LlamaCppError):
@@ -308,5 +506,45 @@ def error_from_response(status_code: int, body_text: str) -> APIError:
     cls = _BY_TYPE.get(error_type or "") or _BY_STATUS.get(status_code)
     if cls is None:
         cls = BadRequestError if status_code < 500 else ServerError
+    if cls is ServerError:
+        parse_error = tool_call_parse_error(status_code, error)
+        if parse_error is not None:
+            parse_error.body = body
+            return parse_error
     cls = _strands_compatible(cls)
     return cls(message, status_code=status_code, error_type=error_type, body=body)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one classification by message text. llama-server reports a model output that its chat
+# parser cannot parse (usually a malformed tool call) as a plain `server_error`, with no type of
+# its own, so only the message tells it apart. The pinned build (b11434) throws it at
+# common/chat.cpp:1504 (`common_chat_peg_parse`): "The model produced output that does not match
+# the expected <format> format"; earlier builds said "Failed to parse input at pos <N>: <the
+# unparsed rest of the output>". Only these two exact shapes are matched.
+
+_TOOL_CALL_PARSE = re.compile(r"The model produced output that does not match the expected (?P<format>.+) format")
+_TOOL_CALL_PARSE_OLD = re.compile(r"Failed to parse input at pos (?P<pos>[0-9]+): (?P<rest>.*)", re.DOTALL)
+
+
+def tool_call_parse_error(status_code: int, error: Mapping[str, Any]) -> Optional[ToolCallParseError]:
+    """Return a `ToolCallParseError` when `error` is llama-server's output-parse failure, else None.
+
+    Args:
+        status_code: The error's status (the HTTP status, or the `code` of an in-stream error).
+        error: The server's `error` object (`message`, `type`, `code`).
+    """
+    message = error.get("message")
+    if error.get("type") not in ("server_error", None) or not isinstance(message, str):
+        return None
+    old = _TOOL_CALL_PARSE_OLD.fullmatch(message)
+    if old is None and _TOOL_CALL_PARSE.fullmatch(message) is None:
+        return None
+    return ToolCallParseError(
+        message,
+        raw_output=old.group("rest") if old else "",
+        position=int(old.group("pos")) if old else None,
+        status_code=status_code,
+        error_type="server_error",
+        body={"error": dict(error)},
+    )

@@ -4,6 +4,7 @@ The event shapes (one key per dict) are built only by the small constructors bel
 Sequence produced for one answer::
 
     messageStart
+    promptProgress...                                                                with return_progress
     [contentBlockStart, contentBlockDelta{reasoningContent}..., contentBlockStop]    reasoning
     [contentBlockStart, contentBlockDelta{text}..., contentBlockStop]                text
     [contentBlockStart{toolUse}, contentBlockDelta{toolUse.input}..., contentBlockStop] x calls
@@ -20,13 +21,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping
 
 from ._errors import StreamError
 
-__all__ = ["STOP_REASONS", "translate_chunks"]
+__all__ = ["STOP_REASONS", "StreamedOutput", "translate_chunks"]
 
-StreamEvent = dict  # one of the Strands StreamEvent shapes; see the module docstring
+StreamEvent = Dict[str, Any]
+"""One of the Strands StreamEvent shapes (one key per dict); see the module docstring."""
 
 STOP_REASONS: Mapping[str, str] = {
     "stop": "end_turn",
@@ -35,6 +37,20 @@ STOP_REASONS: Mapping[str, str] = {
     "tool_calls": "tool_use",
 }
 """llama-server `finish_reason` -> Strands `stopReason`."""
+
+def prompt_progress(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a `promptProgress` event from the server's `prompt_progress` object.
+
+    Raises:
+        TypeError: When a count is not an int or the time not a number.
+    """
+    total, cached, processed, time_ms = (progress.get(key) for key in ("total", "cache", "processed", "time_ms"))
+    if not all(type(value) is int for value in (total, cached, processed)):
+        raise TypeError("prompt_progress counts are not integers")
+    if not isinstance(time_ms, (int, float)) or isinstance(time_ms, bool):
+        raise TypeError("prompt_progress.time_ms is not a number")
+    return {"promptProgress": {"processed": processed, "total": total, "cached": cached, "timeMs": float(time_ms)}}
+
 
 def message_start() -> StreamEvent:
     """Return a `messageStart` event."""
@@ -84,7 +100,7 @@ def metadata(
     timings: Mapping[str, Any] | None,
     latency_ms: int,
     first_byte_ms: int | None,
-    logprobs: list | None = None,
+    logprobs: list[Any] | None = None,
 ) -> StreamEvent:
     """Return the `metadata` event: Strands usage and metrics, plus the server's `timings`.
 
@@ -123,11 +139,15 @@ class _Blocks:
     TEXT = "text"
     REASONING = "reasoning"
 
-    def __init__(self) -> None:
+    def __init__(self, keep: "StreamedOutput | None" = None) -> None:
         self.open: Any = None  # TEXT, REASONING, a tool-call index (int), or None
-        self.closed_tools: set = set()
-        self.tool_names: dict = {}  # index -> [id, name] of the tool calls seen
+        self.closed_tools: set[int] = set()
+        self.tool_names: dict[int, list[Any]] = {}  # index -> [id, name] of the tool calls seen
         self.pending_tool: Any = None  # the tool index whose start waits for its first arguments
+        self.arguments: dict[int, list[str]] | None = None  # index -> argument fragments, when kept
+        if keep is not None:
+            keep.tool_names = self.tool_names
+            self.arguments = keep.arguments
 
     def switch(self, kind: Any) -> Iterator[StreamEvent]:
         """Close the open block, then open `kind` (a tool block opens once its name is final)."""
@@ -181,7 +201,27 @@ class _Blocks:
         if arguments:
             if self.pending_tool is not None:
                 yield from self.start_pending_tool()
+            if self.arguments is not None:
+                self.arguments.setdefault(index, []).append(arguments)
             yield tool_input_delta(arguments)
+
+
+class StreamedOutput:
+    """What an answer has streamed so far, kept for error reports (`ToolCallParseError`).
+
+    Filled by `translate_chunks(..., keep=...)` as the events pass; costs memory for the whole
+    answer, so it is meant for requests whose output the server parses (tools or a schema).
+    """
+
+    def __init__(self) -> None:
+        self.text: list[str] = []  # text pieces
+        self.arguments: dict[int, list[str]] = {}  # tool-call index -> argument fragments
+        self.tool_names: dict[int, list[Any]] = {}  # tool-call index -> [id, name] (shared with the translator)
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls so far: dicts of `id`, `name` and `arguments` (the fragments joined)."""
+        return [{"id": tool_use_id, "name": name, "arguments": "".join(self.arguments.get(index, ()))}
+                for index, (tool_use_id, name) in self.tool_names.items()]
 
 
 def translate_chunks(
@@ -189,6 +229,7 @@ def translate_chunks(
     *,
     started: float,
     clock: Callable[[], float] = time.perf_counter,
+    keep: StreamedOutput | None = None,
 ) -> Iterator[StreamEvent]:
     """Translate decoded stream chunks into Strands stream events.
 
@@ -198,6 +239,7 @@ def translate_chunks(
         chunks: Decoded JSON payloads of the stream, in order (without `[DONE]`).
         started: `clock()` when the request was sent (for `latencyMs` / `timeToFirstByteMs`).
         clock: A monotonic clock in seconds.
+        keep: Where to keep the text and tool calls as they pass, if anywhere.
 
     Yields:
         Strands `StreamEvent` dicts.
@@ -205,10 +247,14 @@ def translate_chunks(
     Raises:
         StreamError: For a chunk of the wrong shape, or a stream without a finish reason.
     """
-    blocks = _Blocks()
+    blocks = _Blocks(keep)
+    kept_text = keep.text if keep is not None else None
+    kept_arguments = blocks.arguments
     first_byte_ms = None
     finish_reason = None
-    usage = timings = logprobs = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    logprobs: list[Any] | None = None
     yield message_start()
     for chunk in chunks:
         if first_byte_ms is None:
@@ -225,6 +271,8 @@ def translate_chunks(
                         raise TypeError("delta.content is not a string")
                     if blocks.open != _Blocks.TEXT:
                         yield from blocks.switch(_Blocks.TEXT)
+                    if kept_text is not None:
+                        kept_text.append(content)
                     yield {"contentBlockDelta": {"delta": {"text": content}}}  # text_delta(), inlined: hot
                 reasoning = delta.get("reasoning_content")
                 if reasoning:
@@ -243,6 +291,8 @@ def translate_chunks(
                             arguments = function.get("arguments")
                             if type(arguments) is str:
                                 if arguments:
+                                    if kept_arguments is not None:
+                                        kept_arguments.setdefault(blocks.open, []).append(arguments)
                                     yield {"contentBlockDelta": {"delta": {"toolUse": {"input": arguments}}}}
                                 continue
                         yield from blocks.tool_call(call)
@@ -259,6 +309,8 @@ def translate_chunks(
                         finish_reason = "stop_sequence"
             elif type(choices) is not list:
                 raise TypeError("choices is not a list")
+            if "prompt_progress" in chunk:
+                yield prompt_progress(chunk["prompt_progress"])
             if "usage" in chunk and chunk["usage"]:
                 usage = dict(chunk["usage"])
             if "timings" in chunk and chunk["timings"]:

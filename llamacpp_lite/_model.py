@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ._chat import AGENT_KWARGS, ChatMixin, EventStream
-from ._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_POOL_MAXSIZE
+from ._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_POOL_MAXSIZE, DEFAULT_TIMEOUT
 from ._inference import InferenceMixin
 from ._management import ManagementMixin
+from ._retrieval import RetrievalMixin
 from ._transport import DEFAULT_RETRY
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_POOL_MAXSIZE",
     "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
     "EventStream",
     "LlamaCppModel",
 ]
@@ -21,7 +23,7 @@ __all__ = [
 _DEFAULT_CONTEXT_WINDOW = 200_000  # Strands' DEFAULT_CONTEXT_WINDOW_LIMIT
 
 
-class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
+class LlamaCppModel(ChatMixin, InferenceMixin, RetrievalMixin, ManagementMixin):
     """A synchronous client for one llama-server, shaped like the Strands `LlamaCppModel`.
 
     Thread-safe: one object may be shared by many threads; each call builds its own request
@@ -37,9 +39,10 @@ class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
         base_url: The server's URL, with any path prefix of a proxy or `--api-prefix`; default
             `$LLAMACPP_BASE_URL`, else `http://localhost:8080`. `user:pass@` in it is sent as
             HTTP Basic authentication (unless `api_key` is given) and never shown.
-        timeout: None for no timeout, seconds, or `(connect, read)` seconds. The read
-            timeout is the longest gap allowed between two bytes, not a deadline for the
-            whole answer; a busy server queues a request without sending a byte.
+        timeout: `(connect, read)` seconds, seconds for both, or None for none; default
+            `(10, None)`: 10 s to connect, no read timeout. The read timeout is the longest gap
+            allowed between two bytes, not a deadline for the whole answer; a busy server
+            queues a request without sending a byte.
         api_key: Sent as `Authorization: Bearer`; defaults to `$LLAMACPP_API_KEY`. Surrounding
             whitespace is stripped. It wins over `user:pass@` in the URL and an `Authorization`
             in `headers`; `~/.netrc` is never read.
@@ -51,6 +54,15 @@ class LlamaCppModel(ChatMixin, InferenceMixin, ManagementMixin):
         pool_maxsize: Connections kept open to the server (one per concurrent stream).
         verify: TLS verification: True, False, or the path of a CA bundle.
         limits: The most that is read of each answer (`Limits`; see README "Failure behaviour").
+        batch_limit: The most tokens one input of `embed` may have: the server's physical batch
+            size, `-ub` (default 512, llama-server's default). No endpoint reports it; it names
+            the input in `InputTooLongError` and is where `embed(truncate=True)` cuts.
+        deadline: Seconds every call may take in all, from sending its request to its last
+            event (retries and a queue on the server included), or None for no bound; a call
+            past it is closed (llama-server cancels the work) and raises `DeadlineExceeded`.
+            Methods taking `deadline=` override it per call.
+        structured_output_attempts: How many times `structured_output` asks at most when the
+            answer does not validate (see `structured_output`); default 1.
     """
 
     def estimate_utilization(self, input_tokens: int) -> float:

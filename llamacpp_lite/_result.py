@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Mapping, Optional
 
+from ._tokens import TokenProbability, parse_probabilities
+
 __all__ = ["ChatResult", "ServerProps", "ToolUse", "collect_result"]
 
 
@@ -38,17 +40,30 @@ class ChatResult:
         usage: Strands usage (`inputTokens`, `outputTokens`, `totalTokens`, `cacheReadInputTokens`).
         metrics: `latencyMs` and `timeToFirstByteMs`.
         timings: The server's `timings` (tokens per second for prompt and generation).
-        logprobs: Per-token log-probabilities when they were asked for, else None.
+        logprobs: Per-token log-probabilities when they were asked for (`logprobs=True` or
+            `n_probs`), as the server sent them; else None. `probabilities` is the typed view.
+        prompt_progress: The last `promptProgress` of the answer (`processed`, `total`,
+            `cached`, `timeMs`) when asked for with `return_progress=True`, else None.
     """
 
     text: str
     reasoning: str
-    tool_uses: tuple
+    tool_uses: tuple[ToolUse, ...]
     stop_reason: str
     usage: Mapping[str, Any]
     metrics: Mapping[str, Any]
     timings: Mapping[str, Any]
-    logprobs: Optional[list] = None
+    logprobs: Optional[list[Any]] = None
+    prompt_progress: Optional[Mapping[str, Any]] = None
+
+    @property
+    def probabilities(self) -> Optional[tuple[TokenProbability, ...]]:
+        """`logprobs`, typed: per token its text, log-probability and top alternatives; or None.
+
+        Raises:
+            StreamError: When the server's entries have another shape.
+        """
+        return None if self.logprobs is None else parse_probabilities(self.logprobs, "the chat logprobs")
 
 
 def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
@@ -58,6 +73,7 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
     tools: list[list[Any]] = []  # [id, name, [fragments]]
     stop_reason = "end_turn"
     meta: Mapping[str, Any] = {}
+    progress = None
     for event in events:
         if "contentBlockDelta" in event:
             delta = event["contentBlockDelta"]["delta"]
@@ -75,6 +91,8 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
             stop_reason = event["messageStop"]["stopReason"]
         elif "metadata" in event:
             meta = event["metadata"]
+        elif "promptProgress" in event:
+            progress = event["promptProgress"]
     return ChatResult(
         text="".join(text),
         reasoning="".join(reasoning),
@@ -84,10 +102,11 @@ def collect_result(events: Iterable[Mapping[str, Any]]) -> ChatResult:
         metrics=meta.get("metrics", {}),
         timings=meta.get("timings", {}),
         logprobs=meta.get("logprobs"),
+        prompt_progress=progress,
     )
 
 
-def _tool_use(tool_use_id: str, name: str, fragments: list) -> ToolUse:
+def _tool_use(tool_use_id: str, name: str, fragments: list[str]) -> ToolUse:
     raw = "".join(fragments)
     try:
         parsed = json.loads(raw) if raw else {}
@@ -101,7 +120,8 @@ class ServerProps:
     """What `GET /props` says about the server, typed.
 
     Attributes:
-        n_ctx: The context size of one slot (`default_generation_settings.n_ctx`).
+        n_ctx: The context size of one slot (`default_generation_settings.n_ctx`); None when
+            unknown, e.g. from a router's own `/props` (ask with `props(model_id)` there).
         total_slots: How many requests the server runs at once.
         modalities: Input modalities of the loaded model (`vision`, `audio`, `video` -> bool).
         chat_template_caps: What the chat template supports (`supports_tool_calls`, ...).
@@ -122,8 +142,9 @@ class ServerProps:
     def from_json(cls, data: Mapping[str, Any]) -> "ServerProps":
         """Build from the decoded `/props` answer, tolerating missing fields."""
         settings = data.get("default_generation_settings") or {}
+        n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         return cls(
-            n_ctx=settings.get("n_ctx") if isinstance(settings, Mapping) else None,
+            n_ctx=n_ctx or None,
             total_slots=data.get("total_slots"),
             modalities=dict(data.get("modalities") or {}),
             chat_template_caps=dict(data.get("chat_template_caps") or {}),
@@ -131,3 +152,8 @@ class ServerProps:
             model_path=data.get("model_path"),
             raw=data,
         )
+
+    @property
+    def is_router(self) -> bool:
+        """True for the props of a llama-server router itself (`role: "router"`), which has no model."""
+        return self.raw.get("role") == "router"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import sseclient
 
-from ._errors import StreamError, preview
+from ._errors import LlamaCppError, StreamError, preview, tool_call_parse_error
 from ._json import decode_json
 
 __all__ = ["DONE", "EventSizeGuard", "iter_payloads", "split_events"]
@@ -141,8 +141,10 @@ def iter_payloads(
         status_code: The HTTP status, kept on errors.
 
     Raises:
-        StreamError: For an event that is not JSON, an `error` event or object, an event over
-            `event_limit`, or a stream that ends before its last event.
+        ToolCallParseError: For an error event saying the server could not parse the model's
+            output (see `tool_call_parse_error`).
+        StreamError: For an event that is not JSON, another `error` event or object, an event
+            over `event_limit`, or a stream that ends before its last event.
     """
     try:
         yield from _payloads(pieces, event_limit, last, status_code)
@@ -179,10 +181,16 @@ def _payloads(pieces: Iterable[bytes], event_limit: int, last: Callable[[Any], b
     )
 
 
-def _server_error(payload: Any, status_code: int) -> StreamError:
-    """The `StreamError` for an error event or an `{"error": ...}` payload."""
+def _server_error(payload: Any, status_code: int) -> LlamaCppError:
+    """The error for an error event or an `{"error": ...}` payload: `ToolCallParseError` when the
+    server could not parse the model's output (see `tool_call_parse_error`), else `StreamError`."""
     error = payload.get("error", payload) if type(payload) is dict else payload
     message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        parse_error = tool_call_parse_error(code if type(code) is int else 500, error)
+        if parse_error is not None:
+            return parse_error
     return StreamError(
         "the server reported an error during the stream: " + (message if isinstance(message, str) else preview(error)),
         status_code=status_code,

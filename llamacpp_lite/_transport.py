@@ -54,7 +54,8 @@ from ._framing import Dechunker, Decompressor
 from ._json import decode_json
 from ._sse import iter_payloads
 
-__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "Transport", "split_credentials"]
+__all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "STATUS_WAIT_S", "Transport", "probe_status",
+           "retry_policy", "split_credentials"]
 
 _READ_SIZE = 64 * 1024  # bytes asked of the socket per read (less when less has arrived)
 # (Hundreds of events per read already; 256 KiB cost no less CPU per token and kept about 6 MiB more in use.)
@@ -73,28 +74,60 @@ class Call:
     """One call's cancellation: `abort()` from any thread ends it promptly and for good.
 
     Args:
-        deadline: Seconds the whole call may take, from now; None for no bound.
+        deadline: Seconds the whole call may take, counted from `start()` (the transport calls it
+            when the request is sent, so a stream built now and iterated later gets its full
+            time); None for no bound.
+        retry_status: Retry the statuses the retry policy retries (503 "Loading model"); False
+            for a probe whose answer that status is (`/health`).
     """
 
-    __slots__ = ("_lock", "_event", "_connection", "reason", "deadline", "expires")
+    __slots__ = ("_lock", "_event", "_connection", "_started", "reason", "deadline", "expires", "retry_status")
 
-    def __init__(self, deadline: Optional[float] = None) -> None:
+    def __init__(self, deadline: Optional[float] = None, *, retry_status: bool = True) -> None:
+        self.retry_status = retry_status
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._connection: Any = None
+        self._started = False
         self.reason: Optional[str] = None  # "aborted" or "deadline" once aborted
         self.deadline = deadline
-        self.expires = None if deadline is None else time.monotonic() + deadline
-        if self.expires is not None:
-            _WATCHDOG.watch(self, self.expires)
+        self.expires: Optional[float] = None  # monotonic time the deadline passes, once started
         scope = getattr(_local, "scope", None)
         if scope is not None:
             scope.add(self)
+
+    def start(self) -> bool:
+        """Start the deadline's clock, once. Returns True the first time, False after.
+
+        A call made of several requests is started by its owner before the first; the transport
+        then leaves the clock running between them (see `finish`).
+        """
+        if self._started:
+            return False
+        self._started = True
+        if self.deadline is not None and not self._event.is_set():
+            self.expires = time.monotonic() + self.deadline
+            _WATCHDOG.watch(self, self.expires)
+        return True
+
+    def time_left(self) -> Optional[float]:
+        """Seconds until the deadline (0 once passed), or None without a running deadline."""
+        expires = self.expires
+        return None if expires is None else max(0.0, expires - time.monotonic())
 
     @property
     def aborted(self) -> bool:
         """True once `abort()` was called (or the deadline passed)."""
         return self._event.is_set()
+
+    def ended(self) -> bool:
+        """True once aborted or past the deadline (then aborted now, if the watchdog has not yet)."""
+        if self._event.is_set():
+            return True
+        if self.expires is not None and time.monotonic() >= self.expires:
+            self.abort("deadline")
+            return True
+        return False
 
     def abort(self, reason: str = "aborted") -> None:
         """End the call: shut its socket down and stop any retry. Returns at once."""
@@ -116,16 +149,21 @@ class Call:
                 raise _Abort()
             self._connection = connection
 
-    def finish(self) -> None:
-        """Forget the connection: it may go back to the pool and serve another call."""
+    def finish(self, stop_clock: bool = True) -> None:
+        """Forget the connection (it may go back to the pool) and, with `stop_clock`, the deadline."""
         with self._lock:
             self._connection = None
-        _WATCHDOG.forget(self)
+        if stop_clock:
+            _WATCHDOG.forget(self)
 
     def wait(self, seconds: float) -> None:
         """Sleep up to `seconds`; raise at once when the call is aborted meanwhile."""
-        if self.expires is not None:
-            seconds = min(seconds, max(0.0, self.expires - time.monotonic()))
+        left = self.time_left()
+        if left is not None and left < seconds:
+            if self._event.wait(left):
+                raise _Abort()
+            self.abort("deadline")  # the watchdog may not have run yet: the deadline has passed all the same
+            raise _Abort()
         if self._event.wait(seconds):
             raise _Abort()
 
@@ -216,13 +254,30 @@ _WATCHDOG = _Watchdog()
 
 
 class _AttachToCall:
-    """Connection mixin: tell the thread's current `Call` which connection carries it."""
+    """Connection mixin: tell the thread's current `Call` which connection carries it.
+
+    A connection being made cannot be shut down from another thread (it has no socket yet), so
+    a call with a deadline also bounds the connect timeout by the time it has left.
+    """
+
+    timeout: Any  # urllib3 sets it before connecting (the connect timeout) and after (the read timeout)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         call = getattr(_local, "call", None)
         if call is not None:
             call.attach(self)
         super().request(*args, **kwargs)  # type: ignore[misc]  # the connection class it is mixed into
+
+    def connect(self) -> None:
+        call: Optional[Call] = getattr(_local, "call", None)
+        left = call.time_left() if call is not None else None
+        if call is not None and left is not None:
+            if left <= 0:
+                call.abort("deadline")
+                raise _Abort()
+            timeout = self.timeout
+            self.timeout = left if not isinstance(timeout, (int, float)) else min(timeout, left)
+        super().connect()  # type: ignore[misc]
 
 
 class AbortableHTTPConnection(_AttachToCall, urllib3.connection.HTTPConnection):
@@ -263,39 +318,90 @@ _NOTHING_RECEIVED = (http.client.RemoteDisconnected, ConnectionResetError, Broke
 
 
 class RetryPolicy(Retry):
-    """urllib3's `Retry`, counting "closed before any response byte" as a connect error.
+    """urllib3's `Retry`, patient with a model that is loading, quick with a server that is not there.
 
-    llama-server closes the connection after every streamed answer although it advertises
-    keep-alive, so a pooled connection can be dead by the time the next request is sent on it.
-    Such a request got no byte of answer (`RemoteDisconnected`, a reset, a broken pipe).
-    urllib3 cannot tell whether the server read it first, but llama-server cancels the work of
-    a client that disconnects, so sending it again is as safe as after a refused connection.
+    Two additions to urllib3's counting:
+
+    * `status_wait`: a bound, in seconds, on how long retried statuses (503 "Loading model") are
+      retried, counted from the first of them; a count (`status`) still applies if set.
+      Back-off waits never run past it, and a `Retry-After` longer than the time left gives up
+      at once (the 503 is raised) instead of asking again too early. Without `status_wait`,
+      `Retry-After` is honoured up to `backoff_max`.
+    * "closed before any response byte" counts as a connect error. llama-server closes the
+      connection after every streamed answer although it advertises keep-alive, so a pooled
+      connection can be dead by the time the next request is sent on it. Such a request got no
+      byte of answer (`RemoteDisconnected`, a reset, a broken pipe). urllib3 cannot tell whether
+      the server read it first, but llama-server cancels the work of a client that disconnects,
+      so sending it again is as safe as after a refused connection.
+
     Read timeouts and failures after the first byte of an answer stay read errors (never
-    retried by `DEFAULT_RETRY`, whose `read` is 0). `Retry-After` is honoured up to
-    `backoff_max` seconds, and a garbled one is ignored. A call that was aborted (or passed
-    its deadline) is never sent again, and its back-off ends at once.
+    retried by `DEFAULT_RETRY`, whose `read` is 0). A garbled `Retry-After` is ignored. A call
+    that was aborted (or passed its deadline) is never sent again, and its back-off ends at once.
+
+    Args:
+        *args: urllib3 `Retry`'s arguments.
+        status_wait: Seconds retried statuses are retried for at most, or None for no bound.
+        status_since: Internal: when the first retried status of this request came
+            (`time.monotonic()`); each request starts without one.
+        **kwargs: urllib3 `Retry`'s keyword arguments.
     """
 
+    def __init__(self, *args: Any, status_wait: Optional[float] = None, status_since: Optional[float] = None,
+                 **kwargs: Any) -> None:
+        if status_wait is not None and (isinstance(status_wait, bool) or not isinstance(status_wait, (int, float))
+                                        or not 0 <= status_wait < float("inf")):
+            raise InvalidRequestError(
+                f"status_wait must be a finite number of seconds >= 0 or None, got {status_wait!r}")
+        super().__init__(*args, **kwargs)
+        self.status_wait = status_wait
+        self.status_since = status_since
+
+    def new(self, **kw: Any) -> "RetryPolicy":
+        """Return a copy with `kw` changed (urllib3 makes one per attempt); the wait carries over."""
+        kw.setdefault("status_wait", self.status_wait)
+        kw.setdefault("status_since", self.status_since)
+        return super().new(**kw)
+
     def parse_retry_after(self, retry_after: str) -> float:
-        """Honour `Retry-After` up to `backoff_max` seconds; ignore a garbled one."""
+        """Honour `Retry-After` (capped at `backoff_max` when there is no `status_wait`); ignore a garbled one."""
         try:
             seconds = super().parse_retry_after(retry_after)
         except urllib3.exceptions.InvalidHeader:
             return 0.0  # neither seconds nor a date: back off as if there were no header
-        return min(seconds, self.backoff_max)
+        return seconds if self.status_wait is not None else min(seconds, self.backoff_max)
 
-    def increment(self, *args: Any, **kwargs: Any) -> "RetryPolicy":
-        """Count one more failure; give up at once for an aborted call."""
+    def increment(self, method: Optional[str] = None, url: Optional[str] = None, response: Any = None,
+                  error: Optional[Exception] = None, _pool: Any = None, _stacktrace: Any = None) -> "RetryPolicy":
+        """Count one more failure; give up at once for an aborted call or a status waited on long enough."""
         call = getattr(_local, "call", None)
-        if call is not None and call.aborted:
+        if call is not None and call.ended():
             raise _Abort()
-        return super().increment(*args, **kwargs)
+        if call is not None and not call.retry_status and error is None and response is not None:
+            cause = urllib3.exceptions.ResponseError(f"{response.status}: not retried for this call")
+            raise urllib3.exceptions.MaxRetryError(_pool, url or "", cause) from cause
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        if (self.status_wait is not None and error is None and response is not None and response.status
+                and not response.get_redirect_location()):
+            now = time.monotonic()
+            new.status_since = since = self.status_since if self.status_since is not None else now
+            left = since + self.status_wait - now
+            asked = new.get_retry_after(response) if self.respect_retry_after_header else None
+            if left <= 0 or (asked is not None and asked > left):
+                after = f" (Retry-After: {asked:g} s)" if asked else ""
+                cause = urllib3.exceptions.ResponseError(f"still {response.status} after {now - since:.1f} s{after}")
+                raise urllib3.exceptions.MaxRetryError(_pool, url or "", cause) from cause
+        return new
 
     def sleep(self, response: Any = None) -> None:
-        """Wait before the next attempt (`Retry-After`, else the back-off); an abort ends it."""
+        """Wait before the next attempt (`Retry-After`, else the back-off); an abort ends it.
+
+        The wait never runs past `status_wait` (the last attempt is made when it ends).
+        """
         seconds = self.get_retry_after(response) if self.respect_retry_after_header and response else None
         if seconds is None:
             seconds = self.get_backoff_time()
+        if self.status_wait is not None and self.status_since is not None and response is not None:
+            seconds = max(0.0, min(seconds, self.status_since + self.status_wait - time.monotonic()))
         call = getattr(_local, "call", None)
         if call is not None:
             call.wait(seconds)
@@ -311,11 +417,21 @@ class RetryPolicy(Retry):
         return super()._is_connection_error(err)
 
 
+STATUS_WAIT_S = 120.0
+"""How long `DEFAULT_RETRY` waits for a model that is loading (503), in seconds.
+
+Long enough to load a model of a few tens of GB from local disk (llama-server answers every
+request with 503 "Loading model" until the weights are read, the context is allocated and a
+warm-up run is done) and the same bound llama-swap gives a model to become ready (its
+`healthCheckTimeout`, 120 s by default); past it, something is wrong rather than slow.
+"""
+
 DEFAULT_RETRY = RetryPolicy(
     total=None,
-    connect=3,  # the request never reached the server (or got no answer byte): safe to send again
+    connect=3,  # the request never reached the server (or got no answer byte): safe to send again; quick to give up
     read=0,  # the server may have started work: never repeated
-    status=4,
+    status=None,  # 503 is bounded by time (status_wait), not by a count
+    status_wait=STATUS_WAIT_S,
     other=0,
     redirect=None,
     allowed_methods=None,  # POST too: a connect failure or a 503 means nothing was processed
@@ -326,8 +442,24 @@ DEFAULT_RETRY = RetryPolicy(
     respect_retry_after_header=True,
     raise_on_status=False,  # after the last try, the 503 itself is mapped (with the server's message)
 )
-"""Retry connect failures and 503 (model loading), with backoff 0.25 s x 2^n (cap 8 s) and jitter."""
+"""Retry connect failures 3 times and 503 (model loading) for up to 120 s, with backoff
+0.25 s x 2^n (cap 8 s) plus up to 0.25 s of jitter, or as `Retry-After` says."""
 
+
+
+def retry_policy(retry: Any) -> Retry:
+    """Return the policy for a model's `retry` argument: None (no retries), a count, or any urllib3 `Retry`.
+
+    Raises:
+        InvalidRequestError: For anything else.
+    """
+    if retry is None:
+        return DEFAULT_RETRY.new(connect=0, status=0)
+    if isinstance(retry, Retry):
+        return retry
+    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+        return DEFAULT_RETRY.new(connect=retry, status=retry)
+    raise InvalidRequestError(f"retry must be a urllib3 Retry, a count >= 0 or None, got {retry!r}")
 
 # -- authentication and redirects -------------------------------------------------------------
 
@@ -440,11 +572,11 @@ def _mapped(call: Optional[Call], *, streaming: bool = False, status_code: Optio
     except _Abort:
         raise (call.error() if call is not None else Aborted("the call was aborted")) from None
     except _FOREIGN as exc:
-        if call is not None and call.aborted:
+        if call is not None and call.ended():
             raise call.error() from exc
         raise translate(exc, streaming=streaming, status_code=status_code) from exc
     except ValueError as exc:  # e.g. a read on a file that another thread closed
-        if call is not None and call.aborted:
+        if call is not None and call.ended():
             raise call.error() from exc
         if streaming:
             raise StreamError(f"the stream broke off: {exc}", status_code=status_code) from exc
@@ -738,14 +870,17 @@ class Transport:
 
     def _read(self, method: str, path: str, *, body: Optional[bytes], query: Optional[Mapping[str, str]],
               timeout: TimeoutValue, call: Optional[Call], limit: Optional[int]) -> bytes:
-        response = self._send(method, path, body=body, query=query, timeout=timeout, call=call)
+        clock = call.start() if call is not None else False  # a deadline counts from sending
         try:
-            self._check_status(response, call)
-            return _read_body(response, call, limit or self.limits.json_body, truncate=False)
+            response = self._send(method, path, body=body, query=query, timeout=timeout, call=call)
+            try:
+                self._check_status(response, call)
+                return _read_body(response, call, limit or self.limits.json_body, truncate=False)
+            finally:
+                response.close()
         finally:
-            response.close()
             if call is not None:
-                call.finish()
+                call.finish(stop_clock=clock)
 
     def stream(
         self,
@@ -773,7 +908,13 @@ class Transport:
             TransportError: When the connection could not be made or timed out.
             StreamError: For a body that is not an event stream, or a broken one.
         """
-        response = self._send("POST", path, body=body, query=None, timeout=timeout, call=call)
+        clock = call.start() if call is not None else False  # a deadline counts from sending
+        try:
+            response = self._send("POST", path, body=body, query=None, timeout=timeout, call=call)
+        except BaseException:
+            if call is not None:
+                call.finish(stop_clock=clock)
+            raise
         try:
             self._check_status(response, call)
             status = response.status_code
@@ -792,5 +933,18 @@ class Transport:
         finally:
             response.close()
             if call is not None:
-                call.finish()
+                call.finish(stop_clock=clock)
 
+
+def probe_status(url: str, *, timeout: float) -> Optional[int]:
+    """Return the HTTP status of a GET to `url`, or None when there is no answer (for `LlamaServer`).
+
+    Never through a proxy from the environment: it checks a server this process started locally.
+    """
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            with session.get(url, timeout=timeout, stream=True) as response:
+                return response.status_code
+        except requests.RequestException:
+            return None

@@ -31,12 +31,11 @@ import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-import requests
-
 from ._errors import ServerStartError
+from ._transport import probe_status
 
 __all__ = ["BINARY_ENV", "CACHE_ENV", "CHOICE_FILE", "BinaryInfo", "LlamaServer", "describe_binary",
-           "find_llama_server", "read_choice"]
+           "find_llama_server", "read_choice", "stop_process"]
 
 BINARY_ENV = "LLAMA_SERVER_BIN"
 """Environment variable naming the llama-server binary."""
@@ -58,7 +57,7 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "llamacpp-lite")
 
 
-def read_choice(cache: str | os.PathLike | None = None) -> dict[str, Any] | None:
+def read_choice(cache: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """Return the choice recorded by scripts/install-llama-server.sh, or None.
 
     Args:
@@ -83,7 +82,7 @@ def _executable(path: pathlib.Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def _locate(binary: str | os.PathLike | None) -> tuple[pathlib.Path, str]:
+def _locate(binary: str | os.PathLike[str] | None) -> tuple[pathlib.Path, str]:
     """Return the binary and where it was found (see `find_llama_server`)."""
     explicit = binary if binary is not None else os.environ.get(BINARY_ENV)
     if explicit:
@@ -114,7 +113,7 @@ def _locate(binary: str | os.PathLike | None) -> tuple[pathlib.Path, str]:
     )
 
 
-def find_llama_server(binary: str | os.PathLike | None = None) -> pathlib.Path:
+def find_llama_server(binary: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """Return the path of a llama-server binary.
 
     Args:
@@ -172,7 +171,7 @@ def _build_from_version(path: pathlib.Path, timeout: float) -> str:
     return "unknown"
 
 
-def describe_binary(binary: str | os.PathLike | None = None, *, timeout: float = 10.0) -> BinaryInfo:
+def describe_binary(binary: str | os.PathLike[str] | None = None, *, timeout: float = 10.0) -> BinaryInfo:
     """Tell which llama-server binary `LlamaServer` would use, its build, and why it was chosen.
 
     When the binary is the one recorded by scripts/install-llama-server.sh, the record gives the
@@ -213,23 +212,54 @@ def _api_prefix(args: Sequence[str]) -> str:
     return ""
 
 
+def stop_process(process: "subprocess.Popen[Any]", grace: float = 5.0) -> None:
+    """Stop a child process by its PID: terminate it, and kill it if it has not exited after `grace` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LlamaServer:
     """Start llama-server on 127.0.0.1 and a free port; stop it on exit.
 
+    One model (`model`), or router mode (`models_dir` and/or `models_preset`): one endpoint for
+    many models, each loaded in its own process when a request names it (`--models-max` caps
+    how many at once, via `extra_args`; children inherit the other arguments).
+
+    Example::
+
+        with LlamaServer(models_dir="models/", extra_args=["--models-max", "1"]) as router:
+            ...  # LlamaCppModel(router.base_url, model_id="<file name without .gguf>")
+
     Args:
-        model: Path of a GGUF model file.
+        model: Path of a GGUF model file (not with `models_dir` / `models_preset`).
         binary: The llama-server binary (see `find_llama_server`).
         extra_args: More command-line arguments, passed through (e.g. `["-c", "256"]`).
         port: The port to listen on; default: a free one.
         startup_timeout: Seconds to wait for `/health` to answer 200.
         stop_timeout: Seconds between terminate and kill when stopping.
         env: Extra environment variables for the process.
+        models_dir: Router mode: a folder of GGUF files (`--models-dir`); model ids are the
+            file names without `.gguf`.
+        models_preset: Router mode: an INI file of model presets (`--models-preset`).
+        lora: LoRA adapter file(s) (`--lora`); ids follow the order given.
+        slot_save_path: An existing folder for `save_slot` / `restore_slot` (`--slot-save-path`).
+        metrics: Serve `/metrics` (`--metrics`).
+        embeddings: Serve embeddings (`--embeddings`).
+        reranking: Serve reranking (`--reranking`).
+        mmproj: A multimodal projector GGUF for the model (`--mmproj`): image and audio input.
 
     Attributes:
         base_url: `http://127.0.0.1:<port>` once started (plus an `--api-prefix` given in `extra_args`).
@@ -239,29 +269,53 @@ class LlamaServer:
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model: str | os.PathLike[str] | None = None,
         *,
-        binary: str | os.PathLike | None = None,
+        binary: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         port: int | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 5.0,
         env: Mapping[str, str] | None = None,
+        models_dir: str | os.PathLike[str] | None = None,
+        models_preset: str | os.PathLike[str] | None = None,
+        lora: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        slot_save_path: str | os.PathLike[str] | None = None,
+        metrics: bool = False,
+        embeddings: bool = False,
+        reranking: bool = False,
+        mmproj: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.model = pathlib.Path(model)
+        router = models_dir is not None or models_preset is not None
+        if (model is None) == (not router):
+            raise ServerStartError("give either model= (one model) or models_dir= / models_preset= (router mode)")
+        self.model = pathlib.Path(model) if model is not None else None
+        self.models_dir = pathlib.Path(models_dir) if models_dir is not None else None
+        self.models_preset = pathlib.Path(models_preset) if models_preset is not None else None
+        if lora is None:
+            self.lora: list[pathlib.Path] = []
+        elif isinstance(lora, (str, os.PathLike)):
+            self.lora = [pathlib.Path(lora)]
+        else:
+            self.lora = [pathlib.Path(path) for path in lora]
+        self.slot_save_path = pathlib.Path(slot_save_path) if slot_save_path is not None else None
+        self.metrics, self.embeddings, self.reranking = metrics, embeddings, reranking
         self.binary = find_llama_server(binary)
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._env = dict(env or {})
-        self._process: subprocess.Popen | None = None
-        self._log_dir: tempfile.TemporaryDirectory | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
         self._fixed_port = port
         self.port: int | None = None
         self.base_url: str | None = None
         self.log_path: pathlib.Path | None = None
+        self.mmproj = pathlib.Path(mmproj) if mmproj is not None else None
 
     def __repr__(self) -> str:
+        if self.model is None:
+            return f"LlamaServer(models_dir={str(self.models_dir)!r}, base_url={self.base_url!r})"
         return f"LlamaServer(model={str(self.model)!r}, base_url={self.base_url!r})"
 
     def __enter__(self) -> "LlamaServer":
@@ -281,25 +335,53 @@ class LlamaServer:
         """None while the process runs (or before start); its exit code once it has exited."""
         return self._process.poll() if self._process is not None else None
 
-    def _check_model(self) -> None:
+    @staticmethod
+    def _check_gguf(path: pathlib.Path, what: str) -> None:
         try:
-            with open(self.model, "rb") as file:
+            with open(path, "rb") as file:
                 magic = file.read(4)
         except OSError as exc:
-            raise ServerStartError(f"cannot read the model file {self.model}: {exc}") from exc
+            raise ServerStartError(f"cannot read the {what} {path}: {exc}") from exc
         if magic != _GGUF_MAGIC:
-            raise ServerStartError(f"{self.model} is not a GGUF file (it starts with {magic!r}, not {_GGUF_MAGIC!r})")
+            raise ServerStartError(f"{path} is not a GGUF file (it starts with {magic!r}, not {_GGUF_MAGIC!r})")
+
+    def _check_files(self) -> None:
+        if self.model is not None:
+            self._check_gguf(self.model, "model file")
+        for path in self.lora:
+            self._check_gguf(path, "LoRA adapter")
+        for folder, what in ((self.models_dir, "models_dir"), (self.slot_save_path, "slot_save_path")):
+            if folder is not None and not folder.is_dir():
+                raise ServerStartError(f"{what} is not a folder: {folder}")
+        if self.models_preset is not None and not self.models_preset.is_file():
+            raise ServerStartError(f"models_preset is not a file: {self.models_preset}")
+
+    def _arguments(self) -> list[str]:
+        """The command-line arguments that the typed parameters stand for."""
+        args: list[str] = []
+        for flag, path in (("-m", self.model), ("--models-dir", self.models_dir),
+                           ("--models-preset", self.models_preset), ("--slot-save-path", self.slot_save_path)):
+            if path is not None:
+                args += [flag, str(path)]
+        if self.lora:
+            args += ["--lora", ",".join(str(path) for path in self.lora)]
+        for flag, on in (("--metrics", self.metrics), ("--embeddings", self.embeddings),
+                         ("--reranking", self.reranking)):
+            if on:
+                args.append(flag)
+        return args
 
     def start(self) -> "LlamaServer":
         """Start the process and wait until it is healthy.
 
         Raises:
-            ServerStartError: For a missing or non-GGUF model, a process that exits during
-                start-up (the message ends with the tail of its log), or no health in time.
+            ServerStartError: For a missing or non-GGUF model or adapter, a missing folder, a
+                process that exits during start-up (the message ends with the tail of its log),
+                or no health in time.
         """
         if self._process is not None:
             return self
-        self._check_model()
+        self._check_files()
         self._log_dir = tempfile.TemporaryDirectory(prefix="llamacpp-lite-server-")
         self.log_path = pathlib.Path(self._log_dir.name) / "llama-server.log"
         self.port = self._fixed_port or _free_port()
@@ -307,8 +389,10 @@ class LlamaServer:
         env = {**os.environ, **self._env}
         bin_dir = str(self.binary.parent)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))
-        command = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1", "--port", str(self.port),
+        command = [str(self.binary), *self._arguments(), "--host", "127.0.0.1", "--port", str(self.port),
                    *self.extra_args]
+        if self.mmproj is not None:
+            command += ["--mmproj", str(self.mmproj)]
         with open(self.log_path, "wb") as log:
             try:
                 self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -325,23 +409,18 @@ class LlamaServer:
     def _wait_healthy(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        with requests.Session() as session:
-            session.trust_env = False  # never send a local health check through a proxy
-            while True:
-                if self._process.poll() is not None:
-                    raise ServerStartError(
-                        f"llama-server exited with code {self._process.returncode} during start-up:\n{self.log_tail()}"
-                    )
-                try:
-                    if session.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                        return
-                except requests.RequestException:
-                    pass  # not listening yet; 503 means the model is still loading
-                if time.monotonic() >= deadline:
-                    raise ServerStartError(
-                        f"llama-server was not healthy within {self.startup_timeout} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+        while True:
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"llama-server exited with code {self._process.returncode} during start-up:\n{self.log_tail()}"
+                )
+            if probe_status(f"{self.base_url}/health", timeout=2) == 200:  # 503 while the model loads
+                return
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    f"llama-server was not healthy within {self.startup_timeout} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """Return the last lines of the server's log."""
@@ -353,13 +432,8 @@ class LlamaServer:
     def stop(self) -> None:
         """Stop the process: terminate, then kill after `stop_timeout` seconds. Idempotent."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, self.stop_timeout)
         if self._log_dir is not None:
             self._log_dir.cleanup()
             self._log_dir = None

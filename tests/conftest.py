@@ -127,7 +127,10 @@ BASE_ARGS = ["-t", "2", "--no-webui"]
 
 
 def _serve(binary: pathlib.Path, model: pathlib.Path, *args: str) -> Iterator[LlamaServer]:
-    server = LlamaServer(model, binary=binary, extra_args=[*BASE_ARGS, *args])
+    yield from _run(LlamaServer(model, binary=binary, extra_args=[*BASE_ARGS, *args]))
+
+
+def _run(server: LlamaServer) -> Iterator[LlamaServer]:
     server.start()
     try:
         yield server
@@ -222,8 +225,83 @@ def bad_tool_call_server(llama_server_binary: pathlib.Path, model_dir: pathlib.P
     yield from _serve(llama_server_binary, model, "-c", "2048", "-np", "1")
 
 
+@pytest.fixture(scope="session")
+def embedding_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model serving embeddings with mean pooling (default `-ub` 512: the per-input limit)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-t", "1", "--embeddings", "--pooling", "mean")
+
+
+@pytest.fixture(scope="session")
+def rerank_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """The tiny chat model as a reranker (`--reranking`: rank pooling; a mean-pooling server cannot rerank)."""
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "--reranking")
+
+
+ROUTER_CTX = 2048  # the tiny model's training context: llama-server caps -c there
+
+
+@pytest.fixture(scope="session")
+def router_models(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A models folder for router mode: `alpha` (chat), `beta` (reasoning), `broken` (not loadable)."""
+    from llamacpp_lite.testing import write_tiny_model
+
+    folder = tmp_path_factory.mktemp("router-models")
+    write_tiny_model(folder / "alpha.gguf", variant="chat")
+    write_tiny_model(folder / "beta.gguf", variant="reasoning")
+    (folder / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 60)  # a GGUF header cut short
+    return folder
+
+
+@pytest.fixture(scope="session")
+def router_server(llama_server_binary: pathlib.Path, router_models: pathlib.Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A llama-server router over `router_models` that keeps one model loaded at a time (`--models-max 1`).
+
+    Its models' processes inherit `--metrics` and `--slot-save-path` from it.
+    """
+    yield from _run(LlamaServer(models_dir=router_models, binary=llama_server_binary, metrics=True,
+                                slot_save_path=tmp_path_factory.mktemp("router-slot-files"),
+                                extra_args=[*BASE_ARGS, "--models-max", "1", "-c", str(ROUTER_CTX), "-np", "1"]))
+
+
+@pytest.fixture(scope="session")
+def feature_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path, tiny_lora: pathlib.Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """Two slots, the LoRA adapter (id 0, scale 1), a slot-save folder and `/metrics`."""
+    yield from _run(LlamaServer(tiny_model, binary=llama_server_binary, lora=tiny_lora, metrics=True,
+                                slot_save_path=tmp_path_factory.mktemp("slot-files"),
+                                extra_args=[*BASE_ARGS, "-c", "2048", "-np", "2"]))
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """nginx (scripts/install-system-deps.sh installs it); missing means failure in CI, a loud skip elsewhere."""
+    from tests.nginx import find_nginx
+
+    found = find_nginx()
+    if found is None:
+        reason = "nginx is not installed (as root: bash scripts/install-system-deps.sh, or apt-get install nginx)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(f"REVERSE-PROXY TESTS SKIPPED: {reason}")
+    return found
+
+
 @pytest.fixture
 def real_model(real_server: LlamaServer) -> Iterator[LlamaCppModel]:
     """A client of the default real server."""
     with LlamaCppModel(real_server.base_url, timeout=(5, 60)) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def small_batch_server(llama_server_binary: pathlib.Path, tiny_model: pathlib.Path) -> Iterator[LlamaServer]:
+    """One slot, batches of 64 tokens, context shift, and `/metrics`.
+
+    Small batches make a prompt of a few hundred tokens report its progress several times
+    (`return_progress`: one event per batch); with context shift an `ignore_eos` generation goes
+    on past the context (2048, the tiny model's), so one request can hold the slot for as long as
+    a test needs, however fast the machine, and the next one waits in the queue.
+    """
+    yield from _serve(llama_server_binary, tiny_model, "-c", "2048", "-np", "1", "-b", "64", "-ub", "64",
+                      "--context-shift", "--metrics")

@@ -8,7 +8,8 @@ import typing
 from llamacpp_lite import AsyncLlamaCppModel, LlamaCppModel
 
 STREAMS = {"stream": "AsyncIterator[dict]", "structured_output": "AsyncIterator[dict]",
-           "stream_text": "AsyncIterator[str]"}
+           "stream_text": "AsyncIterator[str]", "stream_complete": "AsyncIterator[CompletionChunk]",
+           "stream_infill": "AsyncIterator[CompletionChunk]"}
 """Methods returning an iterator: their twin is an async generator of the same items."""
 
 SYNC_ONLY = {"close"}  # AsyncLlamaCppModel.close exists too, and aclose() beside it

@@ -321,7 +321,7 @@ def test_json_schema_answer_cut_short_is_invalid_structured_output(url, write):
     schema = write("ok.json", json.dumps(BOOL_SCHEMA))
     result = run("chat", "--base-url", url, "-q", "--json-schema", schema, "--max-tokens", "2", "ok?")
     assert result.returncode == 12 and result.stdout == ""
-    assert "cut short by max_tokens" in one_error_line(result, "invalid structured output")
+    assert "cut off by max_tokens" in one_error_line(result, "invalid structured output")
 
 
 @pytest.mark.real_server
@@ -336,6 +336,46 @@ def test_image_and_audio_to_a_text_only_model_are_not_supported(url, write):
         result = run("chat", "--base-url", url, option, path, "What is this?")
         assert result.returncode == 8, result.stderr
         assert f"no {modality} input" in one_error_line(result, "not supported")
+
+
+@pytest.mark.real_server
+def test_image_and_audio_together_reach_a_multimodal_server(mm_server, write):
+    """The projector turns each image and each started 30 s of audio into a known number of tokens."""
+    from llamacpp_lite.testing import TOKENS_PER_AUDIO_CHUNK, TOKENS_PER_IMAGE, tiny_wav
+    from tests.media import jpeg, mp3
+
+    def input_tokens(*args: str) -> int:
+        result = run("chat", "--base-url", mm_server.base_url, "--json", "-q", "--max-tokens", "1", *args,
+                     "What is this?")
+        assert result.returncode == 0, result.stderr
+        return json_lines(result.stdout)[-1]["metadata"]["usage"]["inputTokens"]
+
+    png, wav = write("dot.png", tiny_png()), write("tone.wav", tiny_wav())
+    text = input_tokens()
+    assert input_tokens("--image", png, "--audio", wav) == text + TOKENS_PER_IMAGE + TOKENS_PER_AUDIO_CHUNK
+    assert input_tokens("--audio", write("a.mp3", mp3()), "--image", write("b.JPG", jpeg()), "--image", png) == \
+        text + 2 * TOKENS_PER_IMAGE + TOKENS_PER_AUDIO_CHUNK
+
+
+@pytest.mark.real_server
+@pytest.mark.parametrize(("name", "content", "code", "label", "message"), [
+    ("garbage.png", b"this is not an image", 6, "request rejected", "400 invalid_request_error: Failed to load image"),
+    ("empty.wav", "empty wav", 6, "request rejected", "400 invalid_request_error: Failed to load image"),
+    ("photo.webp", b"RIFF\x1a\x00\x00\x00WEBPVP8L", 2, "usage error", "image format 'webp' is not decodable"),
+    ("clip.ogg", b"OggS\x00\x02", 2, "usage error", "audio format 'ogg' is not decodable"),
+    ("nothing.png", b"", 2, "usage error", "image source bytes are empty"),
+])
+def test_media_a_multimodal_server_cannot_take_have_their_exit_status(mm_server, write, name, content, code,
+                                                                      label, message):
+    from llamacpp_lite.testing import tiny_wav
+
+    option = "--audio" if name.endswith((".wav", ".ogg")) else "--image"
+    path = write(name, tiny_wav(0) if content == "empty wav" else content)
+    result = run("chat", "--base-url", mm_server.base_url, option, path, "What is this?")
+    assert result.returncode == code and result.stdout == ""
+    assert message in one_error_line(result, label)
+    with LlamaCppModel(mm_server.base_url) as model:
+        assert model.health() == {"status": "ok"}
 
 
 # -- chat: a conversation -----------------------------------------------------------------------
@@ -626,14 +666,35 @@ def test_demo_against_a_given_server(url):
     for args, env in ((("--base-url", url), cli_env()), ((), cli_env(LLAMACPP_BASE_URL=url))):
         result = run("demo", *args, env=env)
         assert result.returncode == 0, result.stderr
-        for heading in ("1. streaming a reply", "2. a tool call", "3. structured output"):
+        for heading in ("1. streaming a reply", "2. a tool call", "3. structured output", "4. an image and an audio"):
             assert heading in result.stdout
         assert "started llama-server" not in result.stdout
+        for kind, modality in (("image", "vision"), ("audio", "audio")):  # a text-only model
+            assert f"   {kind}: skipped, the server reports no {modality} input" in result.stdout
+
+
+def media_growth(demo_output: str) -> dict:
+    """The prompt-token growth the demo printed for each kind of media."""
+    return {kind: int(growth) for kind, growth in re.findall(r"^   (image|audio): \+(\d+) prompt tokens", demo_output,
+                                                              re.M)}
+
+
+@pytest.mark.real_server
+def test_demo_against_a_multimodal_server_sends_both_media(mm_server):
+    from llamacpp_lite.testing import TOKENS_PER_AUDIO_CHUNK, TOKENS_PER_IMAGE
+
+    result = run("demo", "--base-url", mm_server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert media_growth(result.stdout) == {"image": TOKENS_PER_IMAGE, "audio": TOKENS_PER_AUDIO_CHUNK}
 
 
 @pytest.mark.real_server
 def test_demo_on_a_managed_server(llama_server_binary, tmp_path):
+    from llamacpp_lite.testing import TOKENS_PER_AUDIO_CHUNK, TOKENS_PER_IMAGE
+
     result = run("demo", env=cli_env(LLAMA_SERVER_BIN=str(llama_server_binary), LLAMACPP_LITE_CACHE=str(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert "started llama-server" in result.stdout and result.stdout.rstrip().endswith("stopped llama-server")
+    assert "with the tiny model and projector" in result.stdout and (tmp_path / "tiny-mmproj.gguf").is_file()
+    assert media_growth(result.stdout) == {"image": TOKENS_PER_IMAGE, "audio": TOKENS_PER_AUDIO_CHUNK}
 

@@ -223,3 +223,35 @@ def test_context_window_limit_never_blocks_an_event_loop_and_a_failure_is_rememb
     for _ in range(5):
         assert model.context_window_limit is None  # not asked again on every access
     assert len(server.requests) == 1
+
+
+# -- the one private read path, and the public one it must match ---------------------------------
+
+
+@pytest.fixture(params=["socket file", "urllib3 reads"])
+def read_path(request, monkeypatch):
+    """Run a test over both body readers: http.client's socket file read directly (the default),
+    and urllib3's public reads (used where the socket file is not available, e.g. under mocks)."""
+    if request.param == "urllib3 reads":
+        monkeypatch.setattr("llamacpp_lite._transport._socket_file", lambda response: None)
+    return request.param
+
+
+@pytest.mark.parametrize("handler", [
+    lambda: fs.sse_stream(*fs.text_chunks("a", "b", "c")),
+    lambda: fs.sse_stream(raw_chunks=[b"".join(fs.sse_event(c) for c in fs.text_chunks("a", "b", "c")) + b"data: [DONE]\n\n"]),
+    lambda: fs.sse_unframed(*fs.text_chunks("a", "b", "c")),
+    lambda: fs.respond(200, gzip.compress(b"".join(fs.sse_event(c) for c in fs.text_chunks("a", "b", "c"))
+                                          + b"data: [DONE]\n\n"),
+                       content_type="text/event-stream", headers=[("Content-Encoding", "gzip")]),
+], ids=["one event per chunk", "many events per chunk", "no chunked framing", "gzip"])
+def test_both_read_paths_give_the_same_answer(server, make_model, read_path, handler):
+    server.default = handler()
+    result = make_model(server.url).chat("hi")
+    assert (result.text, result.stop_reason, result.usage["outputTokens"]) == ("abc", "end_turn", 3)
+
+
+def test_both_read_paths_bound_a_json_answer(server, make_model, read_path):
+    server.default = fs.stream_body(200, endless(b"[1," * 20_000))
+    with pytest.raises(lite.StreamError, match="limit of 1048576"):
+        make_model(server.url, limits=Limits(json_body=MiB)).props()

@@ -25,12 +25,13 @@ def test_the_readme_has_sync_async_and_strands_examples():
         assert needle in code, needle
 
 
-def test_every_python_block_runs(real_server, tiny_model, llama_server_binary, monkeypatch):
+def test_every_python_block_runs(real_server, tiny_model, tiny_mmproj, llama_server_binary, monkeypatch):
     monkeypatch.setenv("LLAMA_SERVER_BIN", str(llama_server_binary))
     namespace: dict = {}
     out = io.StringIO()
     for number, block in enumerate(python_blocks(), 1):
-        code = block.replace("http://localhost:8080", real_server.base_url).replace('"model.gguf"', repr(str(tiny_model)))
+        code = (block.replace("http://localhost:8080", real_server.base_url)
+                .replace('"model.gguf"', repr(str(tiny_model))).replace('"mmproj.gguf"', repr(str(tiny_mmproj))))
         with contextlib.redirect_stdout(out):
             exec(compile(code, f"README.md python block {number}", "exec"), namespace)  # noqa: S102 - our own docs
     assert namespace["result"].stop_reason == "end_turn"  # the Strands Agent example's answer

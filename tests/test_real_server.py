@@ -78,8 +78,8 @@ def test_translated_names_show_in_slots(real_server):
     with LlamaCppModel(real_server.base_url, params={"mirostat": 2, "mirostat_lr": 0.25, "mirostat_ent": 3.5,
                                                      "penalty_last_n": 17, "slot_id": 1}) as model:
         model.chat("hi", max_tokens=2)
-        slot = next(s for s in model.slots() if s["id"] == 1)
-    params = slot["params"]
+        slot = next(s for s in model.slots() if s.id == 1)
+    params = slot.params
     assert (params["mirostat"], params["mirostat_eta"], params["mirostat_tau"], params["repeat_last_n"]) == \
         (2, 0.25, 3.5, 17)
 
@@ -282,8 +282,8 @@ def test_structured_output_with_a_schema_dict(real_model):
 
 
 def test_structured_output_cut_short_says_so(real_model):
-    with pytest.raises(lite.StructuredOutputError, match="cut short by max_tokens") as info:
-        list(real_model.structured_output(Pet, "Describe a pet.", max_tokens=4))
+    with pytest.raises(lite.StructuredOutputError, match="cut off by max_tokens") as info:
+        list(real_model.structured_output(Pet, "Describe a pet.", max_tokens=4, temperature=0, seed=1))
     assert info.value.stop_reason == "max_tokens" and info.value.raw_text.startswith("{")
 
 

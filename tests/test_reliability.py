@@ -29,7 +29,7 @@ from tests.helpers import elapsed
 
 LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 CHUNKS = fs.text_chunks("a", "b")  # role, "a", "b", finish, usage
-FAST = DEFAULT_RETRY.new(backoff_factor=0.01, backoff_jitter=0.0)  # the default counts, tiny waits
+FAST = DEFAULT_RETRY.new(status=4, backoff_factor=0.01, backoff_jitter=0.0)  # 4 counted 503 retries, tiny waits
 CANARY = "canary-secret-7c1e5b"
 HTML = "<html><body><h1>502 Bad Gateway</h1>" + "<p>nginx</p>" * 200 + "</body></html>"
 
@@ -56,7 +56,8 @@ def gaps(server):
 
 
 def test_the_default_policy_is_what_the_readme_says():
-    assert (DEFAULT_RETRY.connect, DEFAULT_RETRY.read, DEFAULT_RETRY.status, DEFAULT_RETRY.other) == (3, 0, 4, 0)
+    assert (DEFAULT_RETRY.connect, DEFAULT_RETRY.read, DEFAULT_RETRY.status, DEFAULT_RETRY.other) == (3, 0, None, 0)
+    assert DEFAULT_RETRY.status_wait == 120.0 and DEFAULT_RETRY.status_since is None
     assert set(DEFAULT_RETRY.status_forcelist) == {503} and DEFAULT_RETRY.allowed_methods is None
     assert (DEFAULT_RETRY.backoff_factor, DEFAULT_RETRY.backoff_max, DEFAULT_RETRY.backoff_jitter) == (0.25, 8.0, 0.25)
     assert DEFAULT_RETRY.respect_retry_after_header and not DEFAULT_RETRY.raise_on_status
@@ -77,7 +78,56 @@ def test_503_retries_are_bounded_and_the_last_503_carries_the_server_message(ser
         list(make_model(server.url, retry=FAST).stream("hi"))
     error = info.value
     assert (error.status_code, error.error_type, error.message) == (503, "unavailable_error", "Loading model")
-    assert len(server.requests) == 1 + DEFAULT_RETRY.status
+    assert len(server.requests) == 1 + FAST.status
+
+
+PATIENT = DEFAULT_RETRY.new(backoff_factor=0.01, backoff_max=0.05, backoff_jitter=0.0, status_wait=1.0)
+
+
+def test_a_loading_model_is_waited_for_by_time_not_by_a_count(server, make_model):
+    server.script(*[fs.respond_json(503, LOADING)] * 12, fs.text_stream("ok"))  # a count of 4 would give up
+    assert make_model(server.url, retry=PATIENT.new(status_wait=30)).chat("hi").text == "ok"
+    assert len(server.requests) == 13 and max(gaps(server)) <= 0.3  # back-off capped at backoff_max
+
+
+def test_the_wait_for_a_loading_model_ends_after_status_wait_seconds(server, make_model):
+    server.script(*[fs.respond_json(503, LOADING)] * 200)
+    result, seconds = elapsed(make_model(server.url, retry=PATIENT).chat, "hi")
+    assert isinstance(result, lite.ModelThrottledException) and result.message == "Loading model"
+    assert 0.95 <= seconds < 2.5  # the wait is 1 s from the first 503; the last attempt comes as it ends
+    assert 5 <= len(server.requests) < 200
+
+
+def test_a_refused_connection_stays_quick_to_fail(make_model):
+    server = fs.FaultServer(listen=False)  # bound, not listening: connecting is refused
+    try:
+        result, seconds = elapsed(make_model(server.url).chat, "hi")
+    finally:
+        server.stop()
+    assert type(result) is lite.ConnectError and seconds < 5  # 3 retries, not 120 s
+
+
+def test_health_reports_a_loading_model_at_once(server, make_model):
+    server.script(*[fs.respond_json(503, LOADING)] * 3, fs.respond_json(200, {"status": "ok"}))
+    result, seconds = elapsed(make_model(server.url).health)  # DEFAULT_RETRY: the 503 is the answer
+    assert isinstance(result, lite.ModelThrottledException) and seconds < 0.5 and len(server.requests) == 1
+    make_model(server.url).wait_until_ready(timeout=5, interval=0.01)  # polls: one 503 per poll
+    assert len(server.requests) == 4
+
+
+def test_each_request_gets_the_whole_wait(server, make_model):
+    model = make_model(server.url, retry=PATIENT.new(status_wait=0.5))
+    for _ in range(2):
+        server.script(*[fs.respond_json(503, LOADING)] * 4, fs.text_stream("ok"))
+        time.sleep(0.3)
+        assert model.chat("hi").text == "ok"  # a clock shared between requests would have run out
+    assert PATIENT.status_since is None
+
+
+def test_a_deadline_bounds_the_wait_for_a_loading_model(server, make_model):
+    server.script(*[fs.respond_json(503, LOADING)] * 200)
+    result, seconds = elapsed(make_model(server.url).chat, "hi", deadline=0.6)  # DEFAULT_RETRY: 120 s
+    assert type(result) is lite.DeadlineExceeded and 0.55 <= seconds < 1.5
 
 
 def test_retry_after_is_honoured(server, make_model):
@@ -94,9 +144,22 @@ def recorded_sleeps(monkeypatch):
     return sleeps
 
 
-def test_a_huge_retry_after_is_capped_at_backoff_max(server, make_model, recorded_sleeps):
-    server.script(fs.respond_json(503, LOADING, headers=[("Retry-After", "3600")]), fs.text_stream("ok"))
+def test_a_retry_after_longer_than_the_wait_gives_up_at_once(server, make_model, recorded_sleeps):
+    server.script(fs.respond_json(503, LOADING, headers=[("Retry-After", "3600")]), fs.text_stream("unused"))
+    result, seconds = elapsed(make_model(server.url).chat, "hi")
+    assert isinstance(result, lite.ModelThrottledException) and seconds < 1.0
+    assert len(server.requests) == 1 and not recorded_sleeps
+
+
+def test_a_retry_after_is_honoured_up_to_the_time_left(server, make_model, recorded_sleeps):
+    server.script(fs.respond_json(503, LOADING, headers=[("Retry-After", "30")]), fs.text_stream("ok"))
     assert make_model(server.url).chat("hi").text == "ok"
+    assert recorded_sleeps and 29 <= recorded_sleeps[0] <= 30  # not capped at backoff_max (8 s)
+
+
+def test_without_status_wait_a_huge_retry_after_is_capped_at_backoff_max(server, make_model, recorded_sleeps):
+    server.script(fs.respond_json(503, LOADING, headers=[("Retry-After", "3600")]), fs.text_stream("ok"))
+    assert make_model(server.url, retry=DEFAULT_RETRY.new(status=4, status_wait=None)).chat("hi").text == "ok"
     assert recorded_sleeps and max(recorded_sleeps) <= DEFAULT_RETRY.backoff_max  # plain urllib3: 3600 s
 
 
@@ -209,12 +272,12 @@ def test_retry_counts_and_none(server, make_model):
 
 
 def test_the_policy_is_a_value_that_use_never_changes(server, make_model):
-    before = (DEFAULT_RETRY.connect, DEFAULT_RETRY.status, DEFAULT_RETRY.history)
+    before = (DEFAULT_RETRY.connect, DEFAULT_RETRY.status, DEFAULT_RETRY.history, DEFAULT_RETRY.status_since)
     server.script(fs.respond_json(503, LOADING), fs.reset_after_request())
     model = make_model(server.url, retry=FAST)
     assert model.chat("hi").text == "hi|0;hi|1;hi|2;"
-    assert (DEFAULT_RETRY.connect, DEFAULT_RETRY.status, DEFAULT_RETRY.history) == before
-    assert (FAST.connect, FAST.status, FAST.history) == (3, 4, ())
+    assert (DEFAULT_RETRY.connect, DEFAULT_RETRY.status, DEFAULT_RETRY.history, DEFAULT_RETRY.status_since) == before
+    assert (FAST.connect, FAST.status, FAST.history, FAST.status_since) == (3, 4, (), None)
 
 
 # -- timeouts ----------------------------------------------------------------------------------

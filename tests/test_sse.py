@@ -19,8 +19,8 @@ import sseclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llamacpp_lite import StreamError
-from llamacpp_lite._errors import preview
+from llamacpp_lite import LlamaCppError, StreamError
+from llamacpp_lite._errors import preview, tool_call_parse_error
 from llamacpp_lite._json import decode_json
 from llamacpp_lite._sse import DONE, EventSizeGuard, iter_payloads, split_events
 
@@ -53,6 +53,11 @@ def reference_payloads(pieces: Iterable[bytes], *, event_limit: int, last: Optio
             if event.event == "error" or (type(payload) is dict and "error" in payload):
                 error = payload.get("error", payload) if type(payload) is dict else payload
                 message = error.get("message") if isinstance(error, dict) else None
+                if isinstance(error, dict):
+                    code = error.get("code")
+                    parse_error = tool_call_parse_error(code if type(code) is int else 500, error)
+                    if parse_error is not None:
+                        raise parse_error
                 raise StreamError(
                     "the server reported an error during the stream: "
                     + (message if isinstance(message, str) else preview(error)),
@@ -83,8 +88,8 @@ def outcome(reader: Callable[..., Iterator[Any]], pieces: list, **kwargs: Any) -
         for payload in reader(counted(), **kwargs):
             payloads.append(payload)
         end: Any = "end"
-    except StreamError as exc:
-        end = (type(exc).__name__, str(exc), exc.payload, exc.status_code, exc.error)
+    except LlamaCppError as exc:
+        end = (type(exc).__name__, str(exc), sorted(vars(exc).items(), key=lambda item: item[0]))
     return payloads, end, read[0]
 
 
@@ -94,6 +99,8 @@ texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 json_payloads = st.one_of(
     st.builds(lambda t: json.dumps({"choices": [{"delta": {"content": t}}]}, ensure_ascii=False), texts),
     st.builds(lambda t: json.dumps({"error": {"message": t, "code": 500}}, ensure_ascii=False), texts),
+    st.builds(lambda t: json.dumps({"error": {"message": "Failed to parse input at pos 3: " + t, "code": 500,
+                                              "type": "server_error"}}, ensure_ascii=False), texts),
     st.builds(lambda t: json.dumps({"stop": True, "content": t}, ensure_ascii=False), texts),
     st.sampled_from(["1", "[1, 2]", '"x"', "null", " {}", "{} ", "{}\t", "1 2", "{", "", " ", "[DONE]", "x: y",
                      "[" * 3000 + "]" * 3000, '"\\ud800"', "\ufeff{}"]),

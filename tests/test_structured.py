@@ -61,7 +61,7 @@ def test_invalid_output_raises_with_raw_text_and_errors():
 
 
 def test_truncated_output_says_max_tokens():
-    with pytest.raises(lite.StructuredOutputError, match="cut short by max_tokens") as info:
+    with pytest.raises(lite.StructuredOutputError, match="cut off by max_tokens") as info:
         parse_output(output_spec(Order), '{"ite', "max_tokens")
     assert info.value.stop_reason == "max_tokens"
 

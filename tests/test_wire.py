@@ -297,10 +297,10 @@ class Unserializable:
     ({"messages": user({"image": "cat.png"})}, "image must be a mapping, got str"),
     ({"messages": user({"document": {"format": "txt", "name": 1, "source": {"bytes": b"x"}}})}, "name must be"),
     ({"messages": user({"video": {"format": None, "source": {"bytes": b"x"}}})}, "video format must be a string"),
-    ({"messages": user({"json": {1, 2}})}, "json block is not JSON-serializable"),
+    ({"messages": user({"json": {1, 2}})}, "json block cannot be sent as JSON: it holds a value of type set"),
     ({"messages": [{"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f",
                                                                    "input": Unserializable()}}]}]},
-     "toolUse 'f' input is not JSON-serializable"),
+     "toolUse 'f' input cannot be sent as JSON: it holds a value of type Unserializable"),
     ({"messages": [{"role": "assistant", "content": [{"toolUse": {"toolUseId": 1, "name": "f"}}]}]},
      "string 'toolUseId' and 'name'"),
     ({"messages": user({"toolResult": {"toolUseId": "t", "content": "3"}})}, "content must be a list, got str"),
@@ -340,6 +340,36 @@ def test_arguments_of_the_wrong_shape_are_clear_errors(kwargs, match):
     messages = kwargs.pop("messages", "hi")
     with pytest.raises(InvalidRequestError, match=match):
         build(messages, **kwargs)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("message,match", [
+    ({"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "add", "input": {"a": NAN, "b": 2}}}]},
+     r"message 0 \(assistant\): toolUse 'add' input cannot be sent as JSON: a holds NaN"),
+    ({"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {"x": [1, {"y": -INF}]}}}]},
+     r"toolUse 'f' input cannot be sent as JSON: x\[1\]\.y holds -Infinity"),
+    ({"role": "user", "content": [{"json": {"score": INF}}]},
+     r"message 0 \(user\): json block cannot be sent as JSON: score holds Infinity"),
+    ({"role": "user", "content": [{"json": NAN}]}, r"json block cannot be sent as JSON: it holds NaN"),
+    ({"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"json": {"v": [NAN]}}]}}]},
+     r"message 0 \(user\) toolResult 't': json block cannot be sent as JSON: v\[0\] holds NaN"),
+])
+def test_nan_inside_json_sent_as_a_string_is_refused_naming_the_block(message, match):
+    """JSON embedded in a string (tool arguments, json blocks) is strict too: before, NaN went out
+    inside the arguments string, passed the body's check, and llama-server answered 500."""
+    with pytest.raises(InvalidRequestError, match=match):
+        build([message])
+
+
+def test_finite_floats_in_tool_input_and_json_blocks_are_sent_exactly():
+    messages = [{"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f",
+                                                               "input": {"x": 1.5, "big": 1e308, "s": "NaN"}}}]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"json": {"r": -0.25}}]}}]}]
+    sent = build(messages)["messages"]
+    assert json.loads(sent[0]["tool_calls"][0]["function"]["arguments"]) == {"x": 1.5, "big": 1e308, "s": "NaN"}
+    assert json.loads(sent[1]["content"]) == {"r": -0.25}
 
 
 # -- property: nothing but a body or InvalidRequestError, whatever the input (#10) -----------------

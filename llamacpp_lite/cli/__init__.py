@@ -7,6 +7,12 @@ Examples:
     llamacpp-lite chat --json "hi" | jq -c .        the Strands StreamEvents as JSON lines
     llamacpp-lite health; llamacpp-lite props       the server's state and key properties
     llamacpp-lite tokens "How long is this?"        exact token counts, by the server
+    llamacpp-lite embed "some text" "more text"     embedding vectors as JSON lines (--embeddings)
+    llamacpp-lite rerank "query" doc1 doc2          documents by relevance (--reranking)
+    llamacpp-lite complete "Once upon a time"       raw completion, no chat template, streamed
+    llamacpp-lite infill --prefix A --suffix B      fill in the middle (code models), streamed
+    llamacpp-lite models [--load ID | --unload ID]  a router's models, loaded on demand
+    llamacpp-lite chat --model ID "hi"              on a router, the model to use (any command)
     llamacpp-lite serve [MODEL.gguf]                a managed llama-server until Ctrl-C
     llamacpp-lite demo [--base-url URL]             the demo of the README
     llamacpp-lite COMMAND --help                    the options and examples of a command
@@ -43,7 +49,7 @@ import warnings
 from typing import Any, Sequence
 
 from .._version import __version__
-from . import _chat, _info, _serve
+from . import _chat, _inference, _info, _models, _serve
 from ._common import (
     EXIT_STATUSES,
     PROG,
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     connection = connection_options()
     _chat.add(commands, connection)
     _info.add(commands, connection)
+    _inference.add(commands, connection)
+    _models.add(commands, connection)
     _serve.add(commands)
     return parser
 
@@ -104,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except (Exception, KeyboardInterrupt) as exc:
         return report(exc, debug=args.debug)

@@ -191,12 +191,43 @@ def read_stdin() -> str:
     return text
 
 
+# -- generation options (chat, complete, infill) ----------------------------------------------
+
+
+def param_option(parser: argparse.ArgumentParser) -> None:
+    """Add `--param KEY=VALUE` (repeatable; read as `args.param`, a list of pairs)."""
+    parser.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
+                        help="a request field; VALUE is JSON if it parses, else a string (repeatable)")
+
+
+def generation_options(parser: argparse.ArgumentParser, *, schema_help: str) -> None:
+    """Add `--param`, `--max-tokens`, `--temperature`, `--seed` and `--grammar` | `--json-schema`."""
+    param_option(parser)
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens to generate")
+    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    parser.add_argument("--seed", type=int, metavar="N", help="sampling seed")
+    constraint = parser.add_mutually_exclusive_group()
+    constraint.add_argument("--grammar", metavar="FILE", help="constrain the answer with a GBNF grammar file")
+    constraint.add_argument("--json-schema", metavar="FILE", help=schema_help)
+
+
+def generation_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields: `--param` pairs, overridden by the named options (not `--json-schema`)."""
+    params = dict(args.param)
+    named = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+             "grammar": read_text(args.grammar, "grammar file") if args.grammar else None}
+    params.update({key: value for key, value in named.items() if value is not None})
+    return params
+
+
 # -- the client -----------------------------------------------------------------------------
 
 
-def client(args: argparse.Namespace, params: dict | None = None) -> LlamaCppModel:
+def client(args: argparse.Namespace, params: dict[str, Any] | None = None) -> LlamaCppModel:
     """Build the client from the connection options (the key falls back to $LLAMACPP_API_KEY)."""
-    return LlamaCppModel(args.base_url, timeout=args.timeout, api_key=args.api_key, params=params)
+    model_id = getattr(args, "model_id", None)
+    return LlamaCppModel(args.base_url, timeout=args.timeout, api_key=args.api_key, params=params,
+                         **({"model_id": model_id} if model_id is not None else {}))
 
 
 
@@ -215,6 +246,10 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--timeout", type=parse_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                        help="seconds allowed to connect and between two bytes of the answer, or "
                             "CONNECT,READ (default: 10,600)")
+    group.add_argument("--model", dest="model_id", metavar="ID",
+                       help="the model to use: on a llama-server router (--models-dir/--models-preset) "
+                            "or a proxy serving many models, its id (see `models`); a single-model "
+                            "server ignores it")
     return options
 
 
@@ -226,7 +261,7 @@ def debug_option(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
 
 def command(commands: Any, name: str, run: Callable[[argparse.Namespace], int], summary: str,
              examples: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
                                  epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     debug_option(parser, top_level=False)
     parser.set_defaults(run=run)

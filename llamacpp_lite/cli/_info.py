@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 from ._common import PROG, client, command, print_json, read_stdin, read_text
 
@@ -21,7 +21,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enabled(flags: dict) -> str:
+def _enabled(flags: Mapping[str, Any]) -> str:
     """Name the true flags (without a `supports_` prefix), or say none."""
     names = [name.removeprefix("supports_").replace("_", " ") for name, value in sorted(flags.items()) if value]
     return ", ".join(names) or "none"
@@ -30,7 +30,7 @@ def _enabled(flags: dict) -> str:
 def _cmd_props(args: argparse.Namespace) -> int:
     """`props`: the server's key properties."""
     with client(args) as model:
-        props = model.props()
+        props = model.props(args.model_id)  # on a router: that model's (without --model: the router's own)
     facts = {field.name: getattr(props, field.name) for field in dataclasses.fields(props) if field.name != "raw"}
     if args.json:
         print_json(facts)

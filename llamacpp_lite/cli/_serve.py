@@ -15,7 +15,7 @@ from .._errors import ServerStartError
 from .._model import BASE_URL_ENV
 from ..demo import run_demo, tiny_model_path
 from ..server import LlamaServer
-from ._common import DEFAULT_TIMEOUT, PROG, command, parse_timeout
+from ._common import DEFAULT_TIMEOUT, PROG, UsageError, command, parse_timeout
 
 SERVE_CHECK_INTERVAL = 0.5
 """Seconds between the checks that the managed server's process still runs."""
@@ -32,11 +32,14 @@ def _watch(server: LlamaServer) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     """`serve`: run a managed llama-server until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
-    model_path = args.model or tiny_model_path()
+    if args.models_dir and args.model:
+        raise UsageError("give a MODEL or --models-dir, not both")
+    model_path = None if args.models_dir else (args.model or tiny_model_path())
     with LlamaServer(model_path, binary=args.binary, extra_args=shlex.split(args.server_args), port=args.port,
-                     startup_timeout=args.startup_timeout) as server:
+                     startup_timeout=args.startup_timeout, models_dir=args.models_dir) as server:
         print(server.base_url, flush=True)
-        print(f"{PROG}: llama-server (pid {server.pid}) serves {model_path} on {server.base_url}; "
+        what = model_path or f"the models of {args.models_dir} (router mode)"
+        print(f"{PROG}: llama-server (pid {server.pid}) serves {what} on {server.base_url}; "
               f"Ctrl-C to stop", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             _watch(server)
@@ -54,12 +57,15 @@ def add(commands: Any) -> None:
     serve = command(commands, "serve", _cmd_serve, "run a managed llama-server until Ctrl-C or SIGTERM", f"""\
   {PROG} serve model.gguf --server-args="-c 4096 -np 2"
   {PROG} serve                                 the tiny test model (gibberish, for trying things out)
+  {PROG} serve --models-dir models/ --server-args="--models-max 2"   router mode: many models
   {PROG} serve model.gguf > server.url &       prints the server's URL once it is ready
   until [ -s server.url ]; do sleep 0.5; done
   {PROG} chat --base-url "$(cat server.url)" "hi"; kill %1      SIGTERM stops it cleanly
 """)
     serve.add_argument("model", nargs="?", metavar="MODEL",
                        help="a GGUF model file (default: the tiny test model, written to the cache)")
+    serve.add_argument("--models-dir", metavar="DIR",
+                       help="router mode: serve every GGUF file of DIR, each loaded when a request names it")
     serve.add_argument("--binary", metavar="PATH",
                        help="the llama-server binary (default: $LLAMA_SERVER_BIN, a cached build, PATH)")
     serve.add_argument("--server-args", default="", metavar="ARGS",
