@@ -29,6 +29,7 @@ FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None
 
 
 # -- the reference: sseclient for every byte, json.loads for every payload (the reader as it was) --
+# (A copy on purpose, error mapping included: the oracle must not share code with what it checks.)
 
 
 def reference_decode(text: str, status_code: int) -> Any:
