@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Literal, Mapping, Opt
 
 from ._completion import Completion, CompletionChunk
 from ._embeddings import Embeddings, Ranked
+from ._events import StreamEvent
 from ._model import LlamaCppModel
 from ._result import ChatResult, ServerProps
 from ._tokens import Token
@@ -353,7 +354,7 @@ class AsyncLlamaCppModel:
         cancel_signal: Any = None,
         deadline: Optional[float] = None,
         **kwargs: Any,
-    ) -> AsyncIterator[dict]:
+    ) -> AsyncIterator[StreamEvent]:
         """See `LlamaCppModel.stream`; yields the same events, asynchronously."""
         async for event in aiter_in_thread(self.sync.stream(messages, tool_specs, system_prompt, tool_choice=tool_choice, system_prompt_content=system_prompt_content, cancel_signal=cancel_signal, deadline=deadline, **kwargs)):  # noqa: E501
             yield event
@@ -382,7 +383,7 @@ class AsyncLlamaCppModel:
         max_attempts: Optional[int] = None,
         deadline: Optional[float] = None,
         **kwargs: Any,
-    ) -> AsyncIterator[dict]:
+    ) -> AsyncIterator[StreamEvent]:
         """See `LlamaCppModel.structured_output`; the last event is `{"output": obj}`."""
         async for event in aiter_in_thread(self.sync.structured_output(output_model, prompt, system_prompt, max_attempts=max_attempts, deadline=deadline, **kwargs)):  # noqa: E501
             yield event

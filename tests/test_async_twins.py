@@ -7,7 +7,7 @@ import typing
 
 from llamacpp_lite import AsyncLlamaCppModel, LlamaCppModel
 
-STREAMS = {"stream": "AsyncIterator[dict]", "structured_output": "AsyncIterator[dict]",
+STREAMS = {"stream": "AsyncIterator[StreamEvent]", "structured_output": "AsyncIterator[StreamEvent]",
            "stream_text": "AsyncIterator[str]", "stream_complete": "AsyncIterator[CompletionChunk]",
            "stream_infill": "AsyncIterator[CompletionChunk]"}
 """Methods returning an iterator: their twin is an async generator of the same items."""
