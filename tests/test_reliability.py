@@ -724,3 +724,19 @@ def test_sixteen_async_streams_share_one_model(server):
     model.close()
     assert server.wait_until(lambda: server.open_connections == 0)
     assert server.wait_until(lambda: threading.active_count() <= threads_before, 2)
+
+
+# -- the environment --------------------------------------------------------------------------------
+
+
+def test_proxy_variables_are_read_when_the_model_is_built(server, make_model, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", server.url)  # the fault server plays the proxy
+    monkeypatch.setenv("NO_PROXY", "direct.test")
+    server.default = fs.text_stream("via proxy")
+    model = make_model("http://upstream.test:8080")
+    monkeypatch.delenv("HTTP_PROXY")  # read once, when the model was built
+    assert model.chat("hi").text == "via proxy"
+    assert server.requests[0].path == "http://upstream.test:8080/v1/chat/completions"  # absolute: a proxy request
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy that is not there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert make_model(server.url).chat("hi").text == "via proxy"  # NO_PROXY: straight to the server
