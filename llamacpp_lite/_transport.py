@@ -58,6 +58,7 @@ from ._sse import iter_payloads
 __all__ = ["Call", "CancelScope", "DEFAULT_RETRY", "RetryPolicy", "STATUS_WAIT_S", "Transport", "probe_status",
            "retry_policy", "split_credentials"]
 
+_RETRIED_BODY_LIMIT = 64 * 1024  # bytes read of an answer whose request is sent again (503)
 _READ_SIZE = 64 * 1024  # bytes asked of the socket per read (less when less has arrived)
 # (Hundreds of events per read already; 256 KiB cost no less CPU per token and kept about 6 MiB more in use.)
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -391,6 +392,13 @@ class RetryPolicy(Retry):
                 after = f" (Retry-After: {asked:g} s)" if asked else ""
                 cause = urllib3.exceptions.ResponseError(f"still {response.status} after {now - since:.1f} s{after}")
                 raise urllib3.exceptions.MaxRetryError(_pool, url or "", cause) from cause
+        if response is not None:
+            # The request will be sent again, and urllib3 would read this answer's body to its end
+            # first (an endless one would hold the retry forever): read at most the error-body
+            # limit here, and close the answer if there is more (its connection is then not reused).
+            response.read(_RETRIED_BODY_LIMIT, decode_content=False)
+            if not response.isclosed():
+                response.close()
         return new
 
     def sleep(self, response: Any = None) -> None:

@@ -255,3 +255,10 @@ def test_both_read_paths_bound_a_json_answer(server, make_model, read_path):
     server.default = fs.stream_body(200, endless(b"[1," * 20_000))
     with pytest.raises(lite.StreamError, match="limit of 1048576"):
         make_model(server.url, limits=Limits(json_body=MiB)).props()
+
+
+def test_an_endless_503_body_does_not_hold_the_retry(server, make_model):
+    loading = b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}'
+    server.script(fs.stream_body(503, itertools.chain([loading], endless(b" " * 65536))), fs.text_stream("ok"))
+    result, seconds = elapsed(make_model(server.url).chat, "hi")
+    assert result.text == "ok" and seconds < 3  # the 503's body was not read to its (missing) end
