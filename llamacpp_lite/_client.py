@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import threading
 import time
@@ -23,6 +22,7 @@ from ._config import (
     TimeoutValue,
     check_api_key,
     check_headers,
+    check_seconds,
     normalize_params,
     normalize_timeout,
 )
@@ -69,11 +69,7 @@ def check_deadline(deadline: Any) -> Optional[float]:
     Raises:
         InvalidRequestError: For anything but None or a positive finite number.
     """
-    if deadline is None:
-        return None
-    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 0 < deadline < math.inf:
-        raise InvalidRequestError(f"deadline must be a positive finite number of seconds or None, got {deadline!r}")
-    return float(deadline)
+    return None if deadline is None else check_seconds("deadline", deadline, or_none=True)
 
 
 def _check_attempts(attempts: Any) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "TimeoutValue",
     "UnsupportedParameterWarning",
     "check_api_key",
+    "check_seconds",
     "check_batch_limit",
     "check_headers",
     "normalize_params",
@@ -61,6 +62,18 @@ _warned: set[str] = set()
 
 class UnsupportedParameterWarning(LlamaCppWarning):
     """A parameter was given that llama.cpp does not have; it is not sent."""
+
+
+def check_seconds(name: str, value: Any, *, or_none: bool = False) -> float:
+    """Return `value` as seconds, checked to be a positive finite number.
+
+    Raises:
+        InvalidRequestError: Naming `name`, for anything else (NaN, infinity, a bool, a string...).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidRequestError(
+            f"{name} must be a positive finite number of seconds{' or None' if or_none else ''}, got {value!r}")
+    return float(value)
 
 
 def normalize_timeout(timeout: Any) -> TimeoutValue:

@@ -10,11 +10,11 @@ waited for by polling `GET /models`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Callable, Mapping, Optional
 
 from ._client import BaseClient
+from ._config import check_seconds
 from ._errors import (
     BadRequestError,
     InvalidRequestError,
@@ -58,12 +58,6 @@ DEFAULT_MODEL_TIMEOUT = 300.0
 
 _POLL_FIRST_S = 0.05  # the first pause between two looks at a model's status ...
 _POLL_MAX_S = 0.5  # ... growing by half each time up to this
-
-
-def _check_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InvalidRequestError(f"{name} must be a positive finite number of seconds, got {value!r}")
-    return float(value)
 
 
 def _is_router_entry(model: ModelInfo) -> bool:
@@ -134,7 +128,7 @@ class ManagementMixin(BaseClient):
                 the message carries the last error seen.
         """
         for name, value in (("timeout", timeout), ("interval", interval)):
-            _check_seconds(name, value)
+            check_seconds(name, value)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -182,7 +176,7 @@ class ManagementMixin(BaseClient):
             TimeoutException: (`ReadTimeout`) when it was not loaded within `timeout` s.
         """
         model_id = check_model_id(model_id)
-        deadline = _Deadline(_check_seconds("timeout", timeout))
+        deadline = _Deadline(check_seconds("timeout", timeout))
         model = self._model_named(model_id, deadline)
         if not _is_router_entry(model) or model.status == "loaded":
             return model
@@ -215,7 +209,7 @@ class ManagementMixin(BaseClient):
             TimeoutException: (`ReadTimeout`) when it was not unloaded within `timeout` s.
         """
         model_id = check_model_id(model_id)
-        deadline = _Deadline(_check_seconds("timeout", timeout))
+        deadline = _Deadline(check_seconds("timeout", timeout))
         model = self._model_named(model_id, deadline)
         if _is_router_entry(model) and model.status in ("unloaded", "failed"):
             return model
