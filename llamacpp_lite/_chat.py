@@ -350,8 +350,7 @@ class ChatMixin(BaseClient):
         call.start()  # one deadline for both requests
         try:
             prompt = self._field(self._post("/apply-template", body, call=call), "prompt", str, "/apply-template")
-            tokens = self._field(self._post("/tokenize", {"content": prompt}, call=call), "tokens", list, "/tokenize")
-            return len(tokens)
+            return len(self._token_ids(prompt, call=call))
         except (NotSupportedError, TransportError) as exc:
             if not estimate or isinstance(exc, (Aborted, DeadlineExceeded)):
                 raise

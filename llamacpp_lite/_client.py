@@ -260,9 +260,9 @@ class BaseClient:
         meta = mine[0].get("meta") if mine else None
         return meta if isinstance(meta, dict) else None
 
-    def _token_ids(self, text: str, *, add_special: bool = False) -> list[int]:
+    def _token_ids(self, text: str, *, add_special: bool = False, call: Optional[Call] = None) -> list[int]:
         """The server's token ids of `text` (special tokens parsed; `add_special` adds BOS/EOS...)."""
-        answer = self._post("/tokenize", {"content": text, "add_special": add_special})
+        answer = self._post("/tokenize", {"content": text, "add_special": add_special}, call=call)
         return parse_token_ids(self._field(answer, "tokens", list, "/tokenize"), "/tokenize")
 
     def _params(self, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
