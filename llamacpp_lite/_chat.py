@@ -161,7 +161,8 @@ class ChatMixin(BaseClient):
         payloads = self._transport.stream(_CHAT_PATH, encode_body(body), timeout=self._timeout, call=call)
         return EventStream(self._translate(payloads, body, cancel_signal), call)
 
-    def _translate(self, payloads: Iterator[Any], body: Mapping[str, Any], cancel_signal: Any) -> Generator[StreamEvent, None, None]:
+    def _translate(self, payloads: Iterator[Any], body: Mapping[str, Any],
+                   cancel_signal: Any) -> Generator[StreamEvent, None, None]:
         keep = StreamedOutput() if any(key in body for key in _PARSED_OUTPUT) else None
         try:
             events = translate_chunks(payloads, started=time.perf_counter(), keep=keep)
